@@ -1,0 +1,120 @@
+"""The one interface every backend implements.
+
+The unit of work is an epoch: the trainer hands a backend the whole data set,
+a permutation and one learning rate per step, and the backend runs every
+mini-batch (forward, backward, update) however it likes, in place. Step-level
+methods exist so the backends can be tested against each other tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..model import Model
+from ..optim import SGD
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch measured while it trained.
+
+    ``loss_sum`` and ``correct`` come from each mini-batch's forward pass, before
+    that batch's update, as every mini-batch trainer reports them.
+    """
+
+    loss_sum: float
+    correct: int
+    n_samples: int
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.n_samples, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.n_samples, 1)
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """Loss, probabilities and the gradient of every parameter for one batch."""
+
+    loss: float
+    probs: np.ndarray  # (B, 10)
+    weights: list[np.ndarray]  # grads of model.weights, same shapes
+    biases: list[np.ndarray]  # grads of model.biases, same shapes
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the trainer, the benchmarks and the interfaces may ask of a backend.
+
+    Images are always ``(n, 784)`` C-contiguous; uint8 pixels are scaled by
+    :func:`fastmnist.numerics.pixel_scale` inside the backend, floats are taken
+    as already scaled. Labels are uint8 in 0-9.
+    """
+
+    name: str
+
+    def predict_proba(self, model: Model, images: np.ndarray) -> np.ndarray:
+        """Softmax probabilities, ``(n, 10)`` in the model's dtype."""
+        ...
+
+    def forward(self, model: Model, images: np.ndarray) -> list[np.ndarray]:
+        """Activations of every layer: ``[X, A1, ..., probs]`` (X scaled)."""
+        ...
+
+    def gradients(self, model: Model, images: np.ndarray, labels: np.ndarray) -> Gradients:
+        """Mean cross-entropy over the batch and its gradients."""
+        ...
+
+    def train_epoch(
+        self,
+        model: Model,
+        optimizer: SGD,
+        images: np.ndarray,
+        labels: np.ndarray,
+        order: np.ndarray,
+        batch_size: int,
+        lrs: np.ndarray,
+    ) -> EpochResult:
+        """Train one epoch in place.
+
+        Step ``s`` uses the samples ``order[s * batch_size:(s + 1) * batch_size]``
+        (the last batch may be partial) and learning rate ``lrs[s]``;
+        ``len(lrs) == ceil(len(order) / batch_size)``.
+        """
+        ...
+
+    def warmup(self, model: Model, optimizer: SGD, batch_size: int) -> None:
+        """Do any one-off work (JIT compilation) for this configuration."""
+        ...
+
+    def limit_threads(self, threads: int | None) -> contextlib.AbstractContextManager[None]:
+        """A context in which the backend computes on at most ``threads`` threads."""
+        ...
+
+
+class BackendBase:
+    """Defaults shared by the concrete backends."""
+
+    name = "base"
+
+    def warmup(self, model: Model, optimizer: SGD, batch_size: int) -> None:
+        return None
+
+    @contextlib.contextmanager
+    def limit_threads(self, threads: int | None) -> Iterator[None]:
+        # BLAS is what NumPy-based code threads through.
+        if threads is None:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=int(threads)):
+            yield

@@ -1,0 +1,230 @@
+"""The trainer: drives epochs through the backend interface, never a specific backend."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends import get_backend, resolve_backend_name
+from ..errors import ConfigError, DivergenceError
+from ..model import Model
+from ..optim import SGD
+from ..validation import check_images, check_labels
+from .config import TrainConfig
+from .history import History
+from .schedules import make_schedule
+
+#: A callback gets the epoch's record and the model; returning True stops training.
+Callback = Callable[[dict[str, Any], Model], "bool | None"]
+
+
+def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *, backend: str = "auto"):
+    """Accuracy and mean cross-entropy of ``model`` on a labelled set.
+
+    Returns
+    -------
+    accuracy : float
+    loss : float
+    """
+    probs = get_backend(backend).predict_proba(model, images)
+    y = labels.astype(np.intp)
+    picked = probs[np.arange(len(y)), y].astype(np.float64)
+    loss = float(-np.log(np.maximum(picked, np.finfo(np.float64).tiny)).mean())
+    return float((probs.argmax(axis=1) == y).mean()), loss
+
+
+class Trainer:
+    """Mini-batch training of one model, one epoch at a time.
+
+    One seeded ``numpy.random.Generator`` draws the initial weights and then one
+    permutation per epoch, so every backend sees the same batches in the same order.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The settings; validated on construction.
+    model : Model, optional
+        Continue training this model instead of initialising a new one.
+    progress : bool
+        Show a progress bar on stderr.
+    callbacks : sequence of callables
+        Called after every epoch with the record and the model; returning True stops.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        model: Model | None = None,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.config = config
+        self.backend_name = resolve_backend_name(config.backend)
+        self.backend = get_backend(self.backend_name)
+        self.rng = np.random.default_rng(config.seed)
+        if model is None:
+            model = Model.initialize(config.hidden, dtype=config.dtype, rng=self.rng)
+        elif model.hidden != list(config.hidden) or model.dtype.name != config.dtype:
+            raise ConfigError(
+                f"the model is {model!r} but the settings ask for hidden={list(config.hidden)}, "
+                f"dtype={config.dtype}"
+            )
+        self.model = model
+        self.optimizer = SGD(config.momentum, config.nesterov, config.weight_decay)
+        self.optimizer.init_state(model.weights, model.biases)
+        self.schedule = make_schedule(config.schedule, config.lr, config.epochs)
+        self.history = History()
+        self.epoch = 0  # completed epochs
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        self.compile_seconds = 0.0
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, test: tuple | None = None) -> History:
+        """Train until ``config.epochs`` epochs are done (or a callback stops it).
+
+        Parameters
+        ----------
+        images, labels : ndarray
+            Training set: ``(n, 784)`` uint8 pixels and digits.
+        test : (images, labels), optional
+            Evaluated after every epoch (time reported separately).
+        """
+        images = check_images(images)
+        if images.dtype != np.uint8:
+            raise ConfigError("training images must be uint8 pixels")
+        labels = check_labels(labels, len(images))
+        if test is not None:
+            test_images = check_images(test[0], name="test images")
+            test = (test_images, check_labels(test[1], len(test_images), name="test labels"))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=self.config.epochs,
+            initial=self.epoch,
+            unit="epoch",
+            disable=not self.progress,
+            file=sys.stderr,
+            desc=f"train {self.backend_name}",
+        )
+        try:
+            with self.backend.limit_threads(self.config.threads):
+                t0 = time.perf_counter()
+                self.backend.warmup(self.model, self.optimizer, self.config.batch_size)
+                self.compile_seconds = time.perf_counter() - t0
+                while self.epoch < self.config.epochs:
+                    record = self.run_epoch(images, labels, test)
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        acc=f"{(record['test_accuracy'] or record['train_accuracy']):.4f}",
+                    )
+                    if any(cb(record, self.model) for cb in self.callbacks):
+                        break
+        finally:
+            bar.close()
+        self.model.history = self.history.to_list()
+        self.model.config = self.config.to_dict() | {"backend": self.backend_name}
+        return self.history
+
+    def run_epoch(self, images: np.ndarray, labels: np.ndarray, test: tuple | None) -> dict:
+        """Train one epoch, check it stayed finite, evaluate, and record it."""
+        n, bs = len(images), self.config.batch_size
+        steps = math.ceil(n / bs)
+        order = self.rng.permutation(n)
+        lrs = self.schedule.epoch_lrs(self.epoch, steps)
+        before = self.model.copy()
+        velocities = [v.copy() for v in self.optimizer.state_arrays()]
+        t0 = time.perf_counter()
+        result = self.backend.train_epoch(
+            self.model, self.optimizer, images, labels, order, bs, lrs
+        )
+        seconds = time.perf_counter() - t0
+        if not (math.isfinite(result.loss_sum) and self.model.is_finite()):
+            self._restore(before, velocities)
+            raise DivergenceError(
+                f"training diverged in epoch {self.epoch + 1} (loss {result.mean_loss:.4g}); "
+                f"the model keeps the weights of the last finite epoch. "
+                f"Try a lower learning rate than {self.config.lr:g}."
+            )
+        self.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "loss": result.mean_loss,
+            "train_accuracy": result.accuracy,
+            "test_accuracy": None,
+            "test_loss": None,
+            "lr": float(lrs[0]),
+            "seconds": seconds,
+            "eval_seconds": 0.0,
+            "samples_per_second": n / seconds if seconds > 0 else float("inf"),
+        }
+        if test is not None:
+            t1 = time.perf_counter()
+            acc, loss = evaluate(self.model, *test, backend=self.backend_name)
+            record.update(test_accuracy=acc, test_loss=loss, eval_seconds=time.perf_counter() - t1)
+        self.history.append(record)
+        return record
+
+    def _restore(self, before: Model, velocities: list[np.ndarray]) -> None:
+        for dst, src in zip(self.model.parameters(), before.parameters()):
+            dst[...] = src
+        for dst, src in zip(self.optimizer.state_arrays(), velocities):
+            dst[...] = src
+        self.model.history = self.history.to_list()
+
+
+def train(
+    data: Any,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    model: Model | None = None,
+    **settings: Any,
+) -> tuple[Model, History]:
+    """Train an MLP on a dataset and return the model and its history.
+
+    Parameters
+    ----------
+    data : Dataset
+        Anything with ``.train`` (and optionally ``.test``) splits holding
+        ``images`` and ``labels``, such as :func:`fastmnist.load_dataset` returns.
+    progress : bool
+        Show a progress bar on stderr.
+    callbacks : sequence of callables
+        ``callback(record, model)`` after every epoch; returning True stops training.
+    model : Model, optional
+        Continue training this model.
+    **settings
+        Any field of :class:`~fastmnist.train.TrainConfig`: ``hidden``, ``epochs``,
+        ``batch_size``, ``lr``, ``momentum``, ``nesterov``, ``weight_decay``,
+        ``schedule``, ``seed``, ``dtype``, ``backend``, ``threads``.
+
+    Returns
+    -------
+    model : Model
+    history : History
+
+    Examples
+    --------
+    >>> data = fastmnist.load_dataset("mnist")                     # doctest: +SKIP
+    >>> model, history = fastmnist.train(data, hidden=(128,), epochs=5, seed=0)  # doctest: +SKIP
+    """
+    unknown = set(settings) - set(TrainConfig.__dataclass_fields__) - {"extra"}
+    if unknown:
+        raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    config = TrainConfig(**settings)
+    trainer = Trainer(config, model=model, progress=progress, callbacks=callbacks)
+    test = getattr(data, "test", None)
+    trainer.fit(
+        data.train.images,
+        data.train.labels,
+        None if test is None else (test.images, test.labels),
+    )
+    trainer.model.dataset = getattr(data, "name", None)
+    return trainer.model, trainer.history
