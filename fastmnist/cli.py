@@ -45,10 +45,31 @@ def int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 256 or 256,128, got {text!r}")
+        msg = f"expected integers like 256 or 256,128, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"sizes must be integers >= 1, got {text!r}")
     return values
+
+
+def name_list(text: str) -> list[str]:
+    """Parse ``"numpy,numba"`` into a list of non-empty names."""
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def hidden_list(text: str) -> list[tuple[int, ...]]:
+    """Parse ``"10,128"`` (two networks) or ``"256:128"`` (one two-layer network)."""
+    try:
+        nets = [tuple(int(w) for w in net.split(":")) for net in text.split(",")]
+    except ValueError:
+        msg = f"--hidden: expected widths like 10,128 or 256:128, got {text!r}"
+        raise UsageError(msg) from None
+    if any(w < 1 for net in nets for w in net):
+        raise UsageError(f"--hidden: widths must be >= 1, got {text!r}")
+    return nets
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -86,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    b = sub.add_parser("bench", help="measure backends side by side")
+    b.add_argument("--backends", type=name_list, default=None, metavar="NAMES",
+                   help="comma list (default: every installed backend)")
+    b.add_argument("--hidden", type=str, default=None, metavar="WIDTHS",
+                   help="one-hidden-layer widths to try, comma list (e.g. 10,128,512); "
+                        "use ':' between layers of one network (256:128)")
+    b.add_argument("--batch-size", type=int_list, default=None, metavar="SIZES")
+    b.add_argument("--dtype", type=name_list, default=["float32"], metavar="DTYPES")
+    b.add_argument("--threads", type=int, default=None,
+                   help="threads every backend gets (default: each backend's own default)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--train-samples", type=int, default=None, metavar="N",
+                   help="time epochs of N samples instead of the whole training set")
+    b.add_argument("--baseline", default=None, help="backend the ratio column divides by")
+    _add_data_args(b)
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    b.add_argument("--plot", metavar="PNG", help="write a bar chart (needs the plot extra)")
+    b.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
     dl = sub.add_parser("download", help="fetch a dataset into the cache or --data DIR")
     _add_data_args(dl)
     return parser
@@ -121,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(args, f"{args.dataset}: test accuracy {last['test_accuracy']:.2%} "
                f"(train {last['train_accuracy']:.2%}, loss {last['loss']:.4f}) after "
                f"{len(history)} epochs, {seconds:.2f} s of training "
-               f"({summary['samples_per_second']:,.0f} samples/s, backend {model.config['backend']})")
+               f"({summary['samples_per_second']:,.0f} samples/s, "
+               f"backend {model.config['backend']})")
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -135,7 +176,50 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "download": cmd_download}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .backends import available_backends
+    from .bench import DEFAULT_CONFIGS, BenchConfig, format_table, plot_result, run_benchmark
+    from .data import load_dataset
+
+    if args.hidden is None and args.batch_size is None:
+        shapes = list(DEFAULT_CONFIGS)
+    else:
+        nets = hidden_list(args.hidden) if args.hidden else [(128,)]
+        shapes = [(h, b) for h in nets for b in (args.batch_size or [128])]
+    for dt in args.dtype:
+        if dt not in DTYPES:
+            raise ConfigError(f"unknown dtype {dt!r}; choose from {sorted(DTYPES)}")
+    configs = [BenchConfig(h, b, dt) for dt in args.dtype for h, b in shapes]
+    if args.plot:
+        _require_plotting()
+    data = load_dataset(args.dataset, data_dir=args.data)
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    result = run_benchmark(
+        data, backends=args.backends or available_backends(), configs=configs,
+        threads=args.threads, repeats=args.repeats, train_samples=args.train_samples,
+        baseline=args.baseline, on_progress=progress,
+    )
+    _say(args, format_table(result))
+    if args.plot:
+        plot_result(result, args.plot)
+        _say(args, f"plot written to {args.plot}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _require_plotting() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("plotting needs matplotlib: pip install 'fastmnist[plot]'")
+
+
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "download": cmd_download}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

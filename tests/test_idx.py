@@ -132,7 +132,14 @@ def test_truncated_anywhere_in_the_data(tmp_path, gz):
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize(
-    "dims", [(2**31, 2**31, 1), (2**32 - 1,) * 4, (60000 * 1000, 28, 28), (2**31, 2**31)]
+    "dims",
+    [
+        (2**31, 2**31, 1),
+        (2**32 - 1,) * 4,
+        (60000 * 1000, 28, 28),
+        (2**31, 2**31),
+        (0, 5779, 22087698, 72258107),  # empty, yet a shape numpy cannot represent
+    ],
 )
 def test_absurd_declared_size_fails_fast_without_allocating(tmp_path, dims, gz):
     path = put(tmp_path / "huge", header(dims) + bytes(100), gz)

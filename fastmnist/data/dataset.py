@@ -118,7 +118,8 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike[str] | None = 
     if data_dir is not None:
         directory = find_dataset_dir(info.name, data_dir)
         if directory is None:
-            raise DataNotFoundError(not_found_message(info, _candidates(info, data_dir), None))
+            searched = _candidates(info, data_dir)
+            raise DataNotFoundError(not_found_message(info, searched, None, data_dir))
     else:
         directory = fetch_dataset(info.name)
     files = locate_files(directory)

@@ -182,7 +182,7 @@ def fetch_dataset(
     failures = _download(info, missing, target, _mirrors(info, mirrors), progress)
     if failures is not None:
         raise DataNotFoundError(
-            not_found_message(info, _candidates(info, data_dir), failures)
+            not_found_message(info, _candidates(info, data_dir), failures, data_dir)
         )
     return target
 
@@ -278,7 +278,10 @@ def _reason(exc: Exception, archive: str) -> tuple[str, bool]:
 
 
 def not_found_message(
-    info: DatasetInfo, searched: Sequence[Path], failures: dict[str, list[str]] | None
+    info: DatasetInfo,
+    searched: Sequence[Path],
+    failures: dict[str, list[str]] | None,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> str:
     """The one-line explanation raised when a dataset is neither on disk nor downloadable."""
     files = ", ".join(f"{stem}.gz" for stem in FILES)
@@ -290,7 +293,10 @@ def not_found_message(
     if failures is not None:
         tried = "; ".join(f"{m} ({', '.join(r) or 'not tried'})" for m, r in failures.items())
         msg += f"; download failed: {tried}"
+    download = f"fastmnist download --dataset {info.name}"
+    if data_dir is not None:
+        download += f" --data {data_dir}"
     return (
         msg + ". Provide the files with --data DIR (data_dir=DIR), set FASTMNIST_DATA=DIR, "
-        f"or run `fastmnist download --dataset {info.name}` while online"
+        f"or run `{download}` while online"
     )

@@ -109,15 +109,17 @@ def _read_stream(stream: BinaryIO, path: Path, compressed_size: int | None) -> n
         raise DataError(f"{path}: IDX header declares {ndim} dimensions; expected 1 to 4")
     dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "the dimensions"))
     header_size = 4 + 4 * ndim
-    # Python ints, so the product of four 2^32 dimensions cannot overflow.
-    expected = 1
+    # Python ints, so the product of four 2^32 dimensions cannot overflow. Zero dimensions
+    # are left out of the bound because numpy refuses a shape like (0, 2^31, 2^31) too.
+    expected, extent = 1, 1
     for d in dims:
         expected *= d
+        extent *= max(d, 1)
     shape = "x".join(map(str, dims))
-    if expected > MAX_DATA_BYTES:
+    if extent > MAX_DATA_BYTES:
         raise DataError(
-            f"{path}: IDX header declares {shape} = {expected} bytes, more than the "
-            f"{MAX_DATA_BYTES} this reader accepts; the header is probably corrupt"
+            f"{path}: IDX header declares dimensions {shape}, more than the "
+            f"{MAX_DATA_BYTES} bytes this reader accepts; the header is probably corrupt"
         )
     if compressed_size is not None:
         actual = compressed_size - header_size
