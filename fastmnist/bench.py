@@ -1,0 +1,368 @@
+"""The measuring harness: every backend measured the same way, side by side, in one run.
+
+Used by ``fastmnist bench``, the asv suite and the README's tables. Fairness rules:
+every backend gets the same data, the same initial weights, the same permutation,
+the same hyperparameters and the same thread count; backends are interleaved over
+repeats (A B C A B C ...) so drifting machine load hits them alike; compile and
+warm-up time is measured apart from throughput.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends import available_backends, get_backend, resolve_backend_name
+from .errors import ConfigError
+from .model import Model, layer_sizes
+from .numerics import resolve_dtype
+from .optim import SGD
+from .validation import check_positive_int, check_threads
+
+#: The four configurations the performance targets are stated for.
+DEFAULT_CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((10,), 128),
+    ((128,), 32),
+    ((128,), 128),
+    ((512,), 128),
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One network and batch size to measure."""
+
+    hidden: tuple[int, ...]
+    batch_size: int
+    dtype: str = "float32"
+
+    @property
+    def label(self) -> str:
+        sizes = "-".join(str(s) for s in layer_sizes(self.hidden))
+        return f"{sizes} b{self.batch_size} {self.dtype}"
+
+
+def train_flops_per_sample(sizes: Sequence[int], batch_size: int) -> float:
+    """Dense floating-point operations per training sample.
+
+    Forward ``2·n_in·n_out`` per layer, the weight gradient as much again, the input
+    gradient as much again for every layer but the first (nothing needs d/dX), and
+    the optimizer update (about 4 flops per parameter) spread over the batch.
+    Sparsity skipping does not change the count: skipped zeros are work avoided,
+    not work done faster, and the figure stays comparable across backends.
+    """
+    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    params = sum(macs) + sum(sizes[1:])
+    return 2.0 * sum(macs) * 2 + 2.0 * sum(macs[1:]) + 4.0 * params / batch_size
+
+
+def predict_flops_per_sample(sizes: Sequence[int]) -> float:
+    """Dense floating-point operations per inference sample (forward only)."""
+    return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def measure_peak_gflops(threads: int | None, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 SGEMM rate through NumPy's BLAS on ``threads`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    best = float("inf")
+    with threadpool_limits(limits=threads):
+        a @ b  # first call pays for thread start-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_record(threads: int | None) -> dict[str, Any]:
+    """CPU, core count, threads used, library versions and BLAS kind."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from threadpoolctl import threadpool_info
+
+    versions = {}
+    for pkg in ("fastmnist", "numpy", "numba", "llvmlite", "torch", "jax", "jaxlib"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    blas = [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    return {
+        "cpu": _cpu_model(),
+        "avx512": "avx512f" in flags,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "blas": blas,
+    }
+
+
+def _median_min_max(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": float(statistics.median(values)),
+        "min": float(min(values)),
+        "max": float(max(values)),
+    }
+
+
+@dataclass
+class BenchResult:
+    """Every measurement of one run, with the machine it ran on."""
+
+    machine: dict[str, Any]
+    peak_gflops: float
+    settings: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_backends(names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """Split requested backend names into installed ones and skipped ones (with why)."""
+    installed, skipped = [], {}
+    for name in names:
+        name = resolve_backend_name(name)
+        if name in available_backends():
+            if name not in installed:
+                installed.append(name)
+        else:
+            skipped[name] = "not installed"
+    return installed, skipped
+
+
+def run_benchmark(
+    data: Any,
+    *,
+    backends: Sequence[str] = ("numpy", "numba"),
+    configs: Sequence[BenchConfig] | None = None,
+    threads: int | None = None,
+    repeats: int = 3,
+    step_repeats: int = 20,
+    train_samples: int | None = None,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    seed: int = 0,
+    baseline: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Measure training and inference throughput of several backends side by side.
+
+    For each configuration: every backend is warmed up (compile time recorded),
+    then for ``repeats`` rounds each backend in turn trains one epoch from the same
+    initial weights over the same permutation, runs ``step_repeats`` single
+    train steps, and predicts the test set.
+
+    Parameters
+    ----------
+    data : Dataset
+        ``.train`` is trained on, ``.test`` predicted.
+    backends : sequence of str
+        Backend names; ones not installed are reported in ``skipped``.
+    configs : sequence of BenchConfig, optional
+        Defaults to :data:`DEFAULT_CONFIGS` in float32.
+    threads : int, optional
+        The thread count every backend gets (None: each backend's default).
+    repeats : int
+        Interleaved rounds; medians, minima and maxima are reported.
+    train_samples : int, optional
+        Train on the first ``n`` samples of the permutation instead of a full epoch.
+    baseline : str, optional
+        Backend the ``ratio`` column divides by (default: the first measured).
+
+    Returns
+    -------
+    BenchResult
+    """
+    repeats = check_positive_int(repeats, "repeats")
+    threads = check_threads(threads)
+    if configs is None:
+        configs = [BenchConfig(h, b) for h, b in DEFAULT_CONFIGS]
+    names, skipped = resolve_backends(backends)
+    if not names:
+        raise ConfigError("none of the requested backends is installed")
+    if baseline is not None:
+        baseline = resolve_backend_name(baseline)
+        if baseline not in names:
+            raise ConfigError(f"baseline backend {baseline!r} is not among those measured")
+    say = on_progress or (lambda _msg: None)
+
+    say("measuring the SGEMM peak")
+    result = BenchResult(
+        machine=machine_record(threads),
+        peak_gflops=measure_peak_gflops(threads),
+        settings={"threads": threads, "repeats": repeats, "lr": lr, "momentum": momentum,
+                  "seed": seed, "train_samples": train_samples, "baseline": baseline or names[0]},
+        skipped=skipped,
+    )
+    train_x, train_y = data.train.images, data.train.labels
+    test_x = data.test.images
+    n = len(train_x) if train_samples is None else min(train_samples, len(train_x))
+    for cfg in configs:
+        resolve_dtype(cfg.dtype)
+        rng = np.random.default_rng(seed)
+        model0 = Model.initialize(cfg.hidden, dtype=cfg.dtype, rng=rng)
+        order = rng.permutation(len(train_x))[:n]
+        steps = -(-n // cfg.batch_size)
+        lrs = np.full(steps, lr)
+        one_step = order[: cfg.batch_size]
+        sizes = model0.sizes
+        epoch_times: dict[str, list[float]] = {b: [] for b in names}
+        step_times: dict[str, list[float]] = {b: [] for b in names}
+        predict_times: dict[str, list[float]] = {b: [] for b in names}
+        compile_s: dict[str, float] = {}
+        for name in names:
+            say(f"{cfg.label}: compiling {name}")
+            backend = get_backend(name)
+            with backend.limit_threads(threads):
+                t0 = time.perf_counter()
+                backend.warmup(model0.copy(), SGD(momentum), cfg.batch_size)
+                # One tiny epoch and prediction absorb any remaining first-call cost.
+                backend.train_epoch(model0.copy(), SGD(momentum), train_x, train_y,
+                                    one_step, cfg.batch_size, lrs[:1])
+                backend.predict_proba(model0, test_x[:8])
+                compile_s[name] = time.perf_counter() - t0
+        for r in range(repeats):
+            for name in names:
+                say(f"{cfg.label}: {name} round {r + 1}/{repeats}")
+                backend = get_backend(name)
+                with backend.limit_threads(threads):
+                    model, opt = model0.copy(), SGD(momentum)
+                    t0 = time.perf_counter()
+                    backend.train_epoch(model, opt, train_x, train_y, order, cfg.batch_size, lrs)
+                    epoch_times[name].append(time.perf_counter() - t0)
+                    k = max(1, step_repeats // repeats)
+                    for _ in range(k):
+                        t0 = time.perf_counter()
+                        backend.train_epoch(model, opt, train_x, train_y, one_step,
+                                            cfg.batch_size, lrs[:1])
+                        step_times[name].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    backend.predict_proba(model, test_x)
+                    predict_times[name].append(time.perf_counter() - t0)
+        base = baseline or names[0]
+        base_rate = statistics.median(n / t for t in epoch_times[base])
+        train_flops = train_flops_per_sample(sizes, cfg.batch_size)
+        for name in names:
+            rates = [n / t for t in epoch_times[name]]
+            med = statistics.median(rates)
+            gflops = med * train_flops / 1e9
+            result.rows.append({
+                "config": cfg.label,
+                "hidden": list(cfg.hidden),
+                "batch_size": cfg.batch_size,
+                "dtype": cfg.dtype,
+                "backend": name,
+                "train_samples_per_second": _median_min_max(rates),
+                "ratio": med / base_rate,
+                "gflops": gflops,
+                "percent_of_peak": 100.0 * gflops / result.peak_gflops,
+                "step_seconds": _median_min_max(step_times[name]),
+                "predict_samples_per_second": _median_min_max(
+                    [len(test_x) / t for t in predict_times[name]]
+                ),
+                "predict_gflops": statistics.median(
+                    [len(test_x) / t for t in predict_times[name]]
+                ) * predict_flops_per_sample(sizes) / 1e9,
+                "compile_seconds": compile_s[name],
+                "epoch_samples": n,
+            })
+    return result
+
+
+def format_table(result: BenchResult) -> str:
+    """The human-readable table ``fastmnist bench`` prints."""
+    base = result.settings["baseline"]
+    header = (
+        f"{'config':<22} {'backend':<7} {'train samples/s (min-max)':>30} "
+        f"{'x ' + base:>9} {'GFLOP/s':>8} {'%peak':>6} {'step ms':>8} "
+        f"{'predict/s':>10} {'compile s':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in result.rows:
+        t = row["train_samples_per_second"]
+        lines.append(
+            f"{row['config']:<22} {row['backend']:<7} "
+            f"{t['median']:>12,.0f} ({t['min']:>7,.0f}-{t['max']:>7,.0f}) "
+            f"{row['ratio']:>8.2f}x {row['gflops']:>8.2f} {row['percent_of_peak']:>5.1f}% "
+            f"{1e3 * row['step_seconds']['median']:>8.3f} "
+            f"{row['predict_samples_per_second']['median']:>10,.0f} "
+            f"{row['compile_seconds']:>9.2f}"
+        )
+    m = result.machine
+    lines.append("")
+    lines.append(
+        f"machine: {m['cpu']}, {m['cores']} cores, threads={m['threads']}, "
+        f"SGEMM peak {result.peak_gflops:.1f} GFLOP/s; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    )
+    for name, why in result.skipped.items():
+        lines.append(f"skipped: {name} ({why})")
+    return "\n".join(lines)
+
+
+def plot_result(result: BenchResult, path: str) -> None:
+    """Write a bar chart of training samples/s by configuration and backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    configs = list(dict.fromkeys(r["config"] for r in result.rows))
+    backends = list(dict.fromkeys(r["backend"] for r in result.rows))
+    width = 0.8 / max(len(backends), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(configs)), 4))
+    for i, name in enumerate(backends):
+        values = [
+            next((r["train_samples_per_second"]["median"] for r in result.rows
+                  if r["config"] == c and r["backend"] == name), 0.0)
+            for c in configs
+        ]
+        ax.bar(np.arange(len(configs)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(configs)) + width * (len(backends) - 1) / 2)
+    ax.set_xticklabels(configs, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("training samples/s (median)")
+    ax.set_title(f"fastmnist bench, {result.machine['threads'] or 'default'} threads")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
