@@ -22,10 +22,21 @@ from .errors import (
     ModelFileError,
 )
 from .model import Model
+from .modelfile import load_model
 from .optim import SGD
 from .train import History, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The estimator imports scikit-learn when present, which is slow: only on demand.
+    if name == "MLPClassifier":
+        from .estimator import MLPClassifier
+
+        return MLPClassifier
+    raise AttributeError(f"module 'fastmnist' has no attribute {name!r}")
+
 
 __all__ = [
     "SGD",
@@ -38,6 +49,7 @@ __all__ = [
     "FastMnistError",
     "History",
     "InputError",
+    "MLPClassifier",
     "Model",
     "ModelFileError",
     "Split",
@@ -45,5 +57,6 @@ __all__ = [
     "available_backends",
     "get_backend",
     "load_dataset",
+    "load_model",
     "train",
 ]

@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None,
                    help="threads for the backend (default: all cores)")
     _add_data_args(t)
+    t.add_argument("--out", metavar="MODEL.npz", help="save the trained model (atomically)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -163,6 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                f"{len(history)} epochs, {seconds:.2f} s of training "
                f"({summary['samples_per_second']:,.0f} samples/s, "
                f"backend {model.config['backend']})")
+    if args.out:
+        model.save(args.out)
+        summary["out"] = args.out
+        _say(args, f"model saved to {args.out}")
     if args.json:
         print(json.dumps(summary))
     return 0

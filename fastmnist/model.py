@@ -6,7 +6,9 @@ A :class:`Model` is plain arrays. Computation lives in the backends; the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,12 @@ class Model:
     def predict(self, images: np.ndarray, *, backend: str = "auto") -> np.ndarray:
         """Predicted digit for each image, as an int64 array ``(n,)``."""
         return self.predict_proba(images, backend=backend).argmax(axis=1)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model to a ``.npz`` file atomically; see :func:`fastmnist.load_model`."""
+        from .modelfile import save_model
+
+        return save_model(self, path)
 
     def __repr__(self) -> str:
         return f"Model(sizes={self.sizes}, dtype={self.dtype.name})"
