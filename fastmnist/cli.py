@@ -77,8 +77,9 @@ def _say(args: argparse.Namespace, text: str) -> None:
     print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist")
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "mnist") -> None:
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default=default,
+                   help="default mnist")
     p.add_argument("--data", metavar="DIR", help="directory holding the four IDX files")
 
 
@@ -89,22 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a network and report its accuracy")
-    t.add_argument("--backend", choices=["auto", *known_backends()], default="auto")
-    t.add_argument("--hidden", type=int_list, default=list(d.hidden), metavar="SIZES",
+    t.add_argument("--backend", choices=["auto", *known_backends()],
+                   help=f"default {d.backend}: numba when installed, else numpy")
+    t.add_argument("--hidden", type=int_list, metavar="SIZES",
                    help=f"hidden widths, e.g. 256 or 256,128 (default {d.hidden[0]})")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    t.add_argument("--momentum", type=float, default=d.momentum)
-    t.add_argument("--nesterov", action="store_true")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--schedule", choices=sorted(SCHEDULES), default=d.schedule)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype)
-    t.add_argument("--threads", type=int, default=None,
-                   help="threads for the backend (default: all cores)")
-    _add_data_args(t)
-    t.add_argument("--out", metavar="MODEL.npz", help="save the trained model (atomically)")
+    t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    t.add_argument("--momentum", type=float, help=f"default {d.momentum}")
+    t.add_argument("--nesterov", action=argparse.BooleanOptionalAction,
+                   help="Nesterov momentum (default off)")
+    t.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    t.add_argument("--schedule", choices=sorted(SCHEDULES), help=f"default {d.schedule}")
+    t.add_argument("--seed", type=int, help=f"default {d.seed}")
+    t.add_argument("--dtype", choices=sorted(DTYPES), help=f"default {d.dtype}")
+    t.add_argument("--threads", type=int, help="threads for the backend (default: all cores)")
+    _add_data_args(t, default=None)
+    t.add_argument("--out", metavar="MODEL.npz",
+                   help="save the model and its training state (atomically; also on Ctrl-C)")
+    t.add_argument("--resume", metavar="MODEL.npz",
+                   help="continue from a file written by --out (same settings unless given)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -132,42 +137,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``fastmnist train`` flags that are training settings (argparse dest -> TrainConfig field).
+TRAIN_SETTINGS = ("hidden", "epochs", "batch_size", "lr", "momentum", "nesterov",
+                  "weight_decay", "schedule", "seed", "dtype", "backend", "threads")
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    given = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k) is not None}
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    return given
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .train import train
+    from .train import Trainer, load_checkpoint, save_checkpoint
 
-    config = TrainConfig(
-        hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-        schedule=args.schedule, seed=args.seed, dtype=args.dtype, backend=args.backend,
-        threads=args.threads,
-    )  # validates every setting before the data is read
-    data = load_dataset(args.dataset, data_dir=args.data)
-    model, history = train(data, progress=not args.quiet, **config.to_dict())
-    last = history[-1]
-    seconds = history.train_seconds
+    settings = _given_settings(args)
+    # Every setting is validated before the data is read.
+    if args.resume:
+        trainer = load_checkpoint(args.resume, progress=not args.quiet, **settings)
+        dataset = args.dataset or trainer.model.dataset or "mnist"
+    else:
+        trainer = Trainer(TrainConfig(**settings), progress=not args.quiet)
+        dataset = args.dataset or "mnist"
+    if trainer.epoch >= trainer.config.epochs:
+        raise ConfigError(f"nothing to train: {args.resume} already has {trainer.epoch} epochs "
+                          f"(give a larger --epochs)")
+    out = args.out or args.resume
+    data = load_dataset(dataset, data_dir=args.data)
+    trainer.model.dataset = dataset
+    try:
+        history = trainer.fit(
+            data.train.images, data.train.labels, (data.test.images, data.test.labels)
+        )
+    except KeyboardInterrupt:
+        where = f"after epoch {trainer.epoch} of {trainer.config.epochs}"
+        if out:
+            save_checkpoint(trainer, out)
+            print(f"error: interrupted {where}; checkpoint written to {out} "
+                  f"(continue with: fastmnist train --resume {out})", file=sys.stderr)
+        else:
+            print(f"error: interrupted {where}; nothing saved (use --out to keep progress)",
+                  file=sys.stderr)
+        return 130
+    model, last, seconds = trainer.model, history[-1], history.train_seconds
     n_seen = len(data.train) * len(history)
     summary: dict[str, Any] = {
         **model.config,
-        "dataset": args.dataset,
+        "dataset": dataset,
         "epochs": len(history),
         "test_accuracy": last["test_accuracy"],
         "train_accuracy": last["train_accuracy"],
         "final_loss": last["loss"],
         "test_loss": last["test_loss"],
         "train_seconds": seconds,
+        "compile_seconds": trainer.compile_seconds,
         "samples_per_second": n_seen / seconds if seconds else None,
         "history": history.to_list(),
     }
-    _say(args, f"{args.dataset}: test accuracy {last['test_accuracy']:.2%} "
+    _say(args, f"{dataset}: test accuracy {last['test_accuracy']:.2%} "
                f"(train {last['train_accuracy']:.2%}, loss {last['loss']:.4f}) after "
                f"{len(history)} epochs, {seconds:.2f} s of training "
                f"({summary['samples_per_second']:,.0f} samples/s, "
                f"backend {model.config['backend']})")
-    if args.out:
-        model.save(args.out)
-        summary["out"] = args.out
-        _say(args, f"model saved to {args.out}")
+    if out:
+        save_checkpoint(trainer, out)
+        summary["out"] = str(out)
+        _say(args, f"model saved to {out}")
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -1,8 +1,19 @@
 """Training: settings, optimizers' schedules, the trainer and its history."""
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .history import History
 from .schedules import SCHEDULES, make_schedule
 from .trainer import Trainer, evaluate, train
 
-__all__ = ["SCHEDULES", "History", "TrainConfig", "Trainer", "evaluate", "make_schedule", "train"]
+__all__ = [
+    "SCHEDULES",
+    "History",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "load_checkpoint",
+    "make_schedule",
+    "save_checkpoint",
+    "train",
+]

@@ -128,25 +128,29 @@ class Trainer:
                         break
         finally:
             bar.close()
-        self.model.history = self.history.to_list()
-        self.model.config = self.config.to_dict() | {"backend": self.backend_name}
+            self._sync_model()
         return self.history
 
     def run_epoch(self, images: np.ndarray, labels: np.ndarray, test: tuple | None) -> dict:
         """Train one epoch, check it stayed finite, evaluate, and record it."""
         n, bs = len(images), self.config.batch_size
         steps = math.ceil(n / bs)
+        # Everything an epoch changes is snapshot first, so an interrupted or
+        # diverged epoch can be undone completely: no half-trained state survives.
+        snapshot = self._snapshot()
         order = self.rng.permutation(n)
         lrs = self.schedule.epoch_lrs(self.epoch, steps)
-        before = self.model.copy()
-        velocities = [v.copy() for v in self.optimizer.state_arrays()]
         t0 = time.perf_counter()
-        result = self.backend.train_epoch(
-            self.model, self.optimizer, images, labels, order, bs, lrs
-        )
+        try:
+            result = self.backend.train_epoch(
+                self.model, self.optimizer, images, labels, order, bs, lrs
+            )
+        except KeyboardInterrupt:
+            self._restore(snapshot)
+            raise
         seconds = time.perf_counter() - t0
         if not (math.isfinite(result.loss_sum) and self.model.is_finite()):
-            self._restore(before, velocities)
+            self._restore(snapshot)
             raise DivergenceError(
                 f"training diverged in epoch {self.epoch + 1} (loss {result.mean_loss:.4g}); "
                 f"the model keeps the weights of the last finite epoch. "
@@ -171,12 +175,26 @@ class Trainer:
         self.history.append(record)
         return record
 
-    def _restore(self, before: Model, velocities: list[np.ndarray]) -> None:
-        for dst, src in zip(self.model.parameters(), before.parameters()):
+    def _snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+        return (
+            [p.copy() for p in self.model.parameters()],
+            [v.copy() for v in self.optimizer.state_arrays()],
+            self.rng.bit_generator.state,
+        )
+
+    def _restore(self, snapshot: tuple[list[np.ndarray], list[np.ndarray], dict]) -> None:
+        params, velocities, rng_state = snapshot
+        for dst, src in zip(self.model.parameters(), params):
             dst[...] = src
         for dst, src in zip(self.optimizer.state_arrays(), velocities):
             dst[...] = src
+        self.rng.bit_generator.state = rng_state
+        self._sync_model()
+
+    def _sync_model(self) -> None:
+        """Copy the run's record onto the model, so a saved model carries it."""
         self.model.history = self.history.to_list()
+        self.model.config = self.config.to_dict() | {"backend": self.backend_name}
 
 
 def train(
