@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,12 @@ from .model import Model
 from .numerics import DTYPES, N_CLASSES, N_PIXELS
 
 FORMAT = "fastmnist-model"
+#: What zipfile and numpy's .npy parser raise on malformed bytes (header parsing
+#: goes through Python's tokenizer, hence TokenError and SyntaxError).
+_MALFORMED = (
+    zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError,
+    zlib.error, struct.error, SyntaxError, tokenize.TokenError, OverflowError,
+)
 FORMAT_VERSION = 1
 #: Refuse files declaring more than this many parameters before reading any array.
 MAX_PARAMETERS = 500_000_000
@@ -90,14 +99,46 @@ def load_model_and_extra(path: str | os.PathLike[str]) -> tuple[Model, dict[str,
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as npz:
             return _read(npz, path)
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except _MALFORMED as exc:
         # numpy raises ValueError for pickled (object) arrays: nothing is executed.
         reason = "it asks for pickle, which is refused" if "pickle" in str(exc) else str(exc)
         raise _fail(path, reason or type(exc).__name__) from None
+
+
+def _check_members(path: Path) -> None:
+    """Read every member's .npy header and refuse what np.load should not attempt.
+
+    np.load allocates an array from its header's shape before reading the data, so
+    a few hundred bytes could ask for terabytes: the declared size is checked
+    against the member's real size first. Object dtypes (pickle) are refused here
+    too, before numpy sees them.
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        if len(members) > 4 * 64 + 64:
+            raise _fail(path, f"{len(members)} members is far more than a model holds")
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise _fail(path, f"unexpected member {info.filename!r}")
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise _fail(path, f"{info.filename}: unsupported .npy version {version}")
+            if dtype.hasobject:
+                raise _fail(path, f"{info.filename} asks for pickle, which is refused")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > info.file_size:
+                raise _fail(path, f"{info.filename} declares {declared} bytes but holds "
+                                  f"{info.file_size}")
 
 
 def _read(npz: Any, path: Path) -> tuple[Model, dict[str, np.ndarray]]:
