@@ -1,0 +1,43 @@
+"""Training and predicting from several Python threads gives what running alone gives."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastmnist
+from fastmnist import available_backends
+
+from .synthetic import tiny_dataset
+
+BACKENDS = [b for b in ("numpy", "numba") if b in available_backends()]
+DATA = tiny_dataset(n_train=1000, n_test=300)
+
+
+def _train(backend: str, seed: int):
+    model, _ = fastmnist.train(DATA, hidden=(24,), epochs=2, batch_size=32, backend=backend,
+                               seed=seed, threads=1, progress=False)
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_models_trained_at_once_equal_the_models_trained_alone(backend):
+    alone = [_train(backend, seed) for seed in (0, 1)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(lambda s: _train(backend, s), (0, 1)))
+    for a, b in zip(alone, together):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            np.testing.assert_array_equal(pa, pb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_model_predicting_from_several_threads(backend):
+    model = _train("numpy", 0)
+    images = DATA.test.images
+    expected = model.predict_proba(images, backend=backend)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: model.predict_proba(images, backend=backend), range(8)))
+    for probs in results:
+        np.testing.assert_array_equal(probs, expected)
