@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .backends import known_backends
 from .errors import (
@@ -131,6 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.add_argument("--plot", metavar="PNG", help="write a bar chart (needs the plot extra)")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusions of a model")
+    e.add_argument("model", metavar="MODEL.npz")
+    _add_data_args(e, default=None)
+    e.add_argument("--backend", choices=["auto", *known_backends()], default="auto")
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    pr = sub.add_parser("predict", help="predict the digit in your own images")
+    pr.add_argument("model", metavar="MODEL.npz")
+    pr.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="PNG/JPEG/BMP files, directories of them, or - for stdin")
+    pr.add_argument("--backend", choices=["auto", *known_backends()], default="auto")
+    pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    sh = sub.add_parser("show", help="write PNG figures about a model")
+    sh.add_argument("model", metavar="MODEL.npz")
+    sh.add_argument("--out", metavar="DIR", required=True, help="directory for the PNGs")
+    _add_data_args(sh, default=None)
+    sh.add_argument("--backend", choices=["auto", *known_backends()], default="auto")
 
     dl = sub.add_parser("download", help="fetch a dataset into the cache or --data DIR")
     _add_data_args(dl)
@@ -261,7 +282,104 @@ def _require_plotting() -> None:
         raise ConfigError("plotting needs matplotlib: pip install 'fastmnist[plot]'")
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "download": cmd_download}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .metrics import confusion_matrix, most_confused_pairs, per_class_precision_recall
+    from .modelfile import load_model
+    from .train import evaluate
+
+    model = load_model(args.model)
+    dataset = args.dataset or model.dataset or "mnist"
+    test = load_dataset(dataset, data_dir=args.data).test
+    accuracy, loss = evaluate(model, test.images, test.labels, backend=args.backend)
+    predicted = model.predict(test.images, backend=args.backend)
+    confusion = confusion_matrix(test.labels, predicted)
+    precision, recall = per_class_precision_recall(confusion)
+    pairs = most_confused_pairs(confusion, k=5)
+    report = {
+        "model": str(args.model), "dataset": dataset, "n": int(len(test)),
+        "accuracy": accuracy, "loss": loss,
+        "precision": [float(v) for v in precision], "recall": [float(v) for v in recall],
+        "confusion": confusion.tolist(),
+        "most_confused": [{"label": int(t), "predicted": int(p), "count": int(c)}
+                          for t, p, c in pairs],
+    }
+    lines = [f"{dataset} test set ({len(test)} images): accuracy {accuracy:.2%}, loss {loss:.4f}",
+             "", "class  precision  recall"]
+    lines += [f"{c:>5}  {precision[c]:>9.2%}  {recall[c]:>6.2%}" for c in range(len(precision))]
+    lines += ["", "confusion matrix (rows: label, columns: prediction)",
+              "      " + "".join(f"{c:>6}" for c in range(confusion.shape[1]))]
+    lines += [f"{t:>6}" + "".join(f"{v:>6}" for v in row) for t, row in enumerate(confusion)]
+    lines += ["", "most confused: " + ", ".join(
+        f"{t} taken for {p} ({c}x)" for t, p, c in pairs)]
+    _say(args, "\n".join(lines))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .images import iter_image_paths, load_image
+    from .modelfile import load_model
+
+    model = load_model(args.model)
+    results, failed = [], 0
+    for source in iter_image_paths(args.images):
+        try:
+            image = load_image(sys.stdin.buffer if source == "-" else source)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        probs = model.predict_proba(image[None, :], backend=args.backend)[0]
+        top = np.argsort(-probs, kind="stable")[:3]
+        results.append({"image": str(source), "prediction": int(top[0]),
+                        "top3": [{"digit": int(d), "probability": float(probs[d])} for d in top]})
+        _say(args, f"{source}: {int(top[0])}  (" + ", ".join(
+            f"{int(d)}: {probs[d]:.1%}" for d in top) + ")")
+    if args.json:
+        print(json.dumps({"model": str(args.model), "predictions": results, "failed": failed}))
+    return 2 if failed else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    _require_plotting()
+    from . import plots
+    from .data import load_dataset
+    from .metrics import confusion_matrix
+    from .modelfile import load_model
+
+    model = load_model(args.model)
+    dataset = args.dataset or model.dataset or "mnist"
+    test = load_dataset(dataset, data_dir=args.data).test
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {out}: {exc.strerror}") from None
+    predicted = model.predict(test.images, backend=args.backend)
+    figures = {
+        "predictions.png": plots.prediction_grid(model, test.images, test.labels,
+                                                 backend=args.backend),
+        "confusion.png": plots.confusion_heatmap(confusion_matrix(test.labels, predicted)),
+        "first_layer.png": plots.first_layer_tiles(model),
+        "confident_mistakes.png": plots.confident_mistakes(model, test.images, test.labels,
+                                                           backend=args.backend),
+    }
+    if model.history:
+        figures["training_curves.png"] = plots.training_curves(model.history)
+    for name, fig in figures.items():
+        plots.save_figure(fig, out / name)
+        print(out / name)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "bench": cmd_bench, "evaluate": cmd_evaluate, "predict": cmd_predict,
+    "show": cmd_show, "download": cmd_download,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
