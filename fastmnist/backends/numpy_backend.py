@@ -117,7 +117,6 @@ class NumpyBackend(BackendBase):
     ) -> EpochResult:
         optimizer.init_state(model.weights, model.biases)
         params = model.parameters()
-        velocities = [v for pair in zip(optimizer.velocity_w, optimizer.velocity_b) for v in pair]
         decays = [True, False] * len(model.weights)
         loss_sum, correct = 0.0, 0
         # A diverging run overflows; the trainer detects that from the result.
@@ -130,5 +129,5 @@ class NumpyBackend(BackendBase):
                 loss_sum += float(per_sample.sum(dtype=np.float64))
                 correct += int((probs.argmax(axis=1) == y).sum())
                 grads = [g for pair in zip(gw, gb) for g in pair]
-                optimizer.update_reference(params, grads, velocities, decays, float(lrs[step]))
+                optimizer.update_reference(params, grads, decays, float(lrs[step]))
         return EpochResult(loss_sum, correct, len(order))

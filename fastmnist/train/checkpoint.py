@@ -30,10 +30,9 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
         "epoch": np.array(trainer.epoch),
         "rng_state": np.array(json.dumps(trainer.rng.bit_generator.state)),
     }
-    for i, v in enumerate(trainer.optimizer.velocity_w):
-        extra[f"velocity_w{i}"] = v
-    for i, v in enumerate(trainer.optimizer.velocity_b):
-        extra[f"velocity_b{i}"] = v
+    extra["optimizer_step"] = np.array(trainer.optimizer.step)
+    for i, a in enumerate(trainer.optimizer.state_arrays()):
+        extra[f"optimizer_state{i}"] = a
     return save_model(trainer.model, path, extra=extra)
 
 
@@ -70,16 +69,17 @@ def load_checkpoint(
         trainer.rng.bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: checkpoint generator state is malformed ({exc})") from None
-    opt = trainer.optimizer
-    for name, targets, params in (
-        ("velocity_w", opt.velocity_w, model.weights),
-        ("velocity_b", opt.velocity_b, model.biases),
-    ):
-        for i, p in enumerate(params):
-            v = extra.get(f"{name}{i}")
-            if v is None or v.shape != p.shape or v.dtype != p.dtype:
-                raise ModelFileError(f"{path}: checkpoint lacks a matching {name}{i}")
-            targets[i][...] = v
+    state = trainer.optimizer.state_arrays()
+    for i, target in enumerate(state):
+        saved_state = extra.get(f"optimizer_state{i}")
+        if saved_state is None or saved_state.shape != target.shape or (
+            saved_state.dtype != target.dtype
+        ):
+            raise ModelFileError(f"{path}: checkpoint lacks matching optimizer state {i}")
+        target[...] = saved_state
+    if f"optimizer_state{len(state)}" in extra or "optimizer_step" not in extra:
+        raise ModelFileError(f"{path}: checkpoint optimizer state does not fit its settings")
+    trainer.optimizer.step = int(extra["optimizer_step"])
     trainer.epoch = int(extra["epoch"])
     trainer.history = History(model.history)
     return trainer

@@ -13,7 +13,6 @@ import numpy as np
 from ..backends import get_backend, resolve_backend_name
 from ..errors import ConfigError, DivergenceError
 from ..model import Model
-from ..optim import SGD
 from ..validation import check_images, check_labels
 from .config import TrainConfig
 from .history import History
@@ -76,9 +75,11 @@ class Trainer:
                 f"dtype={config.dtype}"
             )
         self.model = model
-        self.optimizer = SGD(config.momentum, config.nesterov, config.weight_decay)
+        self.optimizer = config.make_optimizer()
         self.optimizer.init_state(model.weights, model.biases)
-        self.schedule = make_schedule(config.schedule, config.lr, config.epochs)
+        self.schedule = make_schedule(
+            config.schedule, config.lr, config.epochs, warmup_epochs=config.warmup_epochs
+        )
         self.history = History()
         self.epoch = 0  # completed epochs
         self.progress = progress
@@ -175,19 +176,21 @@ class Trainer:
         self.history.append(record)
         return record
 
-    def _snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    def _snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], int, dict]:
         return (
             [p.copy() for p in self.model.parameters()],
-            [v.copy() for v in self.optimizer.state_arrays()],
+            [a.copy() for a in self.optimizer.state_arrays()],
+            self.optimizer.step,
             self.rng.bit_generator.state,
         )
 
-    def _restore(self, snapshot: tuple[list[np.ndarray], list[np.ndarray], dict]) -> None:
-        params, velocities, rng_state = snapshot
+    def _restore(self, snapshot: tuple[list[np.ndarray], list[np.ndarray], int, dict]) -> None:
+        params, state, step, rng_state = snapshot
         for dst, src in zip(self.model.parameters(), params):
             dst[...] = src
-        for dst, src in zip(self.optimizer.state_arrays(), velocities):
+        for dst, src in zip(self.optimizer.state_arrays(), state):
             dst[...] = src
+        self.optimizer.step = step
         self.rng.bit_generator.state = rng_state
         self._sync_model()
 
