@@ -203,3 +203,7 @@ def make_optimizer(
         return Adam(beta1=beta1, beta2=beta2, weight_decay=weight_decay,
                     decoupled=name == "adamw")
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+
+
+#: What a backend's ``train_epoch`` accepts as its optimizer.
+Optimizer = SGD | Adam

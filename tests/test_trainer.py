@@ -114,3 +114,35 @@ def test_one_epoch_on_real_mnist_reaches_90_percent(mnist):
         mnist, hidden=(128,), epochs=1, batch_size=64, backend="numpy", progress=False
     )
     assert history[-1]["test_accuracy"] >= 0.90
+
+
+def test_regularised_training_is_reproducible_and_learns():
+    # augment=1: the synthetic classes are bands 2 rows apart, so 2-pixel shifts blur them.
+    settings = {**FAST, "epochs": 3, "dropout": 0.2, "label_smoothing": 0.1, "augment": 1,
+                "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "warmup_epochs": 1}
+    a, history = fastmnist.train(tiny_dataset(), progress=False, **settings)
+    b, _ = fastmnist.train(tiny_dataset(), progress=False, **settings)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa, pb)
+    assert history[-1]["test_accuracy"] > 0.85
+    plain, _ = fastmnist.train(tiny_dataset(), progress=False, **{**settings, "dropout": 0.0})
+    assert not np.array_equal(plain.weights[0], a.weights[0])  # dropout did something
+
+
+def test_validation_split_and_early_stopping_keep_the_best_epoch():
+    data = tiny_dataset()
+    seen = []
+    trainer = Trainer(TrainConfig(**{**FAST, "epochs": 30, "lr": 0.5, "validation": 0.2,
+                                     "patience": 2, "schedule": "constant"}),
+                      progress=False, callbacks=[lambda r, m: seen.append(
+                          [p.copy() for p in m.parameters()]) and False])
+    history = trainer.fit(data.train.images, data.train.labels)
+    val = history["val_accuracy"]
+    assert all(v is not None for v in val)
+    best = int(np.argmax(val))  # first epoch with the highest accuracy
+    assert len(history) < 30 and len(history) - 1 - best == 2  # stopped 2 epochs after it
+    for kept, then in zip(trainer.model.parameters(), seen[best]):
+        np.testing.assert_array_equal(kept, then)
+    assert trainer.best_epoch == best + 1
+    with pytest.raises(ConfigError, match="validation"):
+        TrainConfig(patience=3)

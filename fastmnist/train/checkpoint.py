@@ -33,6 +33,12 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike[str]) -> Path:
     extra["optimizer_step"] = np.array(trainer.optimizer.step)
     for i, a in enumerate(trainer.optimizer.state_arrays()):
         extra[f"optimizer_state{i}"] = a
+    if trainer.best is not None:  # early stopping's memory, so resuming keeps it
+        score, epoch, params = trainer.best
+        extra["best_score"], extra["best_epoch"] = np.array(score), np.array(epoch)
+        extra["bad_epochs"] = np.array(trainer.bad_epochs)
+        for i, p in enumerate(params):
+            extra[f"best_param{i}"] = p
     return save_model(trainer.model, path, extra=extra)
 
 
@@ -80,6 +86,12 @@ def load_checkpoint(
     if f"optimizer_state{len(state)}" in extra or "optimizer_step" not in extra:
         raise ModelFileError(f"{path}: checkpoint optimizer state does not fit its settings")
     trainer.optimizer.step = int(extra["optimizer_step"])
+    if "best_score" in extra:
+        params = [extra.get(f"best_param{i}") for i in range(len(model.parameters()))]
+        if any(p is None or p.shape != q.shape for p, q in zip(params, model.parameters())):
+            raise ModelFileError(f"{path}: checkpoint's best-epoch weights do not fit its model")
+        trainer.best = (float(extra["best_score"]), int(extra["best_epoch"]), params)
+        trainer.bad_epochs = int(extra["bad_epochs"])
     trainer.epoch = int(extra["epoch"])
     trainer.history = History(model.history)
     return trainer

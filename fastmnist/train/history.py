@@ -9,6 +9,8 @@ from typing import Any
 class History:
     """Per-epoch records, each a dict with the keys in :attr:`KEYS`.
 
+    ``val_accuracy`` is present only when a validation fraction is set.
+
     ``history["test_accuracy"]`` gives one column as a list; ``history[-1]``
     the last epoch's record.
     """
@@ -19,6 +21,7 @@ class History:
         "train_accuracy",
         "test_accuracy",
         "test_loss",
+        "val_accuracy",
         "lr",
         "seconds",
         "eval_seconds",

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import get_backend, resolve_backend_name
+from ..backends.augment import EpochOptions
 from ..errors import ConfigError, DivergenceError
 from ..model import Model
 from ..validation import check_images, check_labels
@@ -84,6 +85,10 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.progress = progress
         self.callbacks = list(callbacks)
+        # Early stopping: (val accuracy, epoch, parameters) of the best epoch so far.
+        self.best: tuple[float, int, list[np.ndarray]] | None = None
+        self.bad_epochs = 0
+        self.best_epoch: int | None = None
         self.compile_seconds = 0.0
 
     def fit(self, images: np.ndarray, labels: np.ndarray, test: tuple | None = None) -> History:
@@ -103,6 +108,7 @@ class Trainer:
         if test is not None:
             test_images = check_images(test[0], name="test images")
             test = (test_images, check_labels(test[1], len(test_images), name="test labels"))
+        images, labels, val = self._split_validation(images, labels)
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -119,7 +125,7 @@ class Trainer:
                 self.backend.warmup(self.model, self.optimizer, self.config.batch_size)
                 self.compile_seconds = time.perf_counter() - t0
                 while self.epoch < self.config.epochs:
-                    record = self.run_epoch(images, labels, test)
+                    record = self.run_epoch(images, labels, test, val)
                     bar.update(1)
                     bar.set_postfix(
                         loss=f"{record['loss']:.4f}",
@@ -127,12 +133,58 @@ class Trainer:
                     )
                     if any(cb(record, self.model) for cb in self.callbacks):
                         break
+                    if self.config.patience and self.bad_epochs >= self.config.patience:
+                        break
+            if self.best is not None:
+                self._keep_best()
         finally:
             bar.close()
             self._sync_model()
         return self.history
 
-    def run_epoch(self, images: np.ndarray, labels: np.ndarray, test: tuple | None) -> dict:
+    def _split_validation(self, images: np.ndarray, labels: np.ndarray):
+        """Hold out ``config.validation`` of the training set, the same samples every time.
+
+        The split comes from its own generator (seeded by the run's seed), so it
+        neither consumes nor depends on the main generator's stream.
+        """
+        if not self.config.validation:
+            return images, labels, None
+        n_val = max(1, int(round(self.config.validation * len(images))))
+        if n_val >= len(images):
+            raise ConfigError("the validation split leaves no training samples")
+        perm = np.random.default_rng([self.config.seed, 1]).permutation(len(images))
+        val, kept = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        return images[kept], labels[kept], (images[val], labels[val])
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        if self.best is None or record["val_accuracy"] > self.best[0]:
+            self.best = (record["val_accuracy"], self.epoch,
+                         [p.copy() for p in self.model.parameters()])
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+
+    def _keep_best(self) -> None:
+        """Put the weights of the best validation epoch into the model."""
+        assert self.best is not None
+        for dst, src in zip(self.model.parameters(), self.best[2]):
+            dst[...] = src
+        self.best_epoch = self.best[1]
+
+    def epoch_options(self, n: int) -> EpochOptions:
+        """This epoch's regularisation; augmentation and dropout draw from the generator."""
+        c = self.config
+        shifts = None
+        if c.augment:
+            shifts = self.rng.integers(-c.augment, c.augment + 1, size=(n, 2), dtype=np.int8)
+        seed = int(self.rng.integers(2**63)) if c.dropout else 0
+        return EpochOptions(dropout=c.dropout, label_smoothing=c.label_smoothing,
+                            shifts=shifts, seed=seed)
+
+    def run_epoch(
+        self, images: np.ndarray, labels: np.ndarray, test: tuple | None, val: tuple | None = None
+    ) -> dict:
         """Train one epoch, check it stayed finite, evaluate, and record it."""
         n, bs = len(images), self.config.batch_size
         steps = math.ceil(n / bs)
@@ -140,11 +192,14 @@ class Trainer:
         # diverged epoch can be undone completely: no half-trained state survives.
         snapshot = self._snapshot()
         order = self.rng.permutation(n)
+        options = self.epoch_options(n)
         lrs = self.schedule.epoch_lrs(self.epoch, steps)
+        # Backends without regularisation support are not handed an argument they lack.
+        extra = (options,) if options.active else ()
         t0 = time.perf_counter()
         try:
             result = self.backend.train_epoch(
-                self.model, self.optimizer, images, labels, order, bs, lrs
+                self.model, self.optimizer, images, labels, order, bs, lrs, *extra
             )
         except KeyboardInterrupt:
             self._restore(snapshot)
@@ -164,15 +219,20 @@ class Trainer:
             "train_accuracy": result.accuracy,
             "test_accuracy": None,
             "test_loss": None,
+            "val_accuracy": None,
             "lr": float(lrs[0]),
             "seconds": seconds,
             "eval_seconds": 0.0,
             "samples_per_second": n / seconds if seconds > 0 else float("inf"),
         }
+        t1 = time.perf_counter()
         if test is not None:
-            t1 = time.perf_counter()
             acc, loss = evaluate(self.model, *test, backend=self.backend_name)
-            record.update(test_accuracy=acc, test_loss=loss, eval_seconds=time.perf_counter() - t1)
+            record.update(test_accuracy=acc, test_loss=loss)
+        if val is not None:
+            record["val_accuracy"] = evaluate(self.model, *val, backend=self.backend_name)[0]
+            self._track_best(record)
+        record["eval_seconds"] = time.perf_counter() - t1
         self.history.append(record)
         return record
 
