@@ -26,7 +26,9 @@ from .errors import (
     ModelFileError,
 )
 from .numerics import DTYPES
+from .optim import OPTIMIZERS
 from .train.config import TrainConfig
+from .train.presets import PRESETS, preset_settings
 from .train.schedules import SCHEDULES
 
 DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist")
@@ -99,11 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    t.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a named recipe (fast98, best, notebook); other flags override it")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"default {d.optimizer}")
     t.add_argument("--momentum", type=float, help=f"default {d.momentum}")
     t.add_argument("--nesterov", action=argparse.BooleanOptionalAction,
                    help="Nesterov momentum (default off)")
     t.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
     t.add_argument("--schedule", choices=sorted(SCHEDULES), help=f"default {d.schedule}")
+    t.add_argument("--warmup-epochs", type=float, help="linear warm-up length (default 0)")
+    t.add_argument("--dropout", type=float, help="hidden-unit dropout rate (default 0)")
+    t.add_argument("--label-smoothing", type=float, help="default 0")
+    t.add_argument("--augment", type=int, metavar="PIXELS",
+                   help="random translations of up to PIXELS (default 0: none)")
+    t.add_argument("--validation", type=float, metavar="FRACTION",
+                   help="hold out this fraction of the training set; keep the best epoch")
+    t.add_argument("--patience", type=int, help="early stopping after N epochs w/o improvement")
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
     t.add_argument("--dtype", choices=sorted(DTYPES), help=f"default {d.dtype}")
     t.add_argument("--threads", type=int, help="threads for the backend (default: all cores)")
@@ -159,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: ``fastmnist train`` flags that are training settings (argparse dest -> TrainConfig field).
-TRAIN_SETTINGS = ("hidden", "epochs", "batch_size", "lr", "momentum", "nesterov",
-                  "weight_decay", "schedule", "seed", "dtype", "backend", "threads")
+TRAIN_SETTINGS = ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "nesterov",
+                  "weight_decay", "schedule", "warmup_epochs", "dropout", "label_smoothing",
+                  "augment", "validation", "patience", "seed", "dtype", "backend", "threads")
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer, load_checkpoint, save_checkpoint
 
     settings = _given_settings(args)
+    if args.preset:
+        settings = {**preset_settings(args.preset), **settings}
     # Every setting is validated before the data is read.
     if args.resume:
         trainer = load_checkpoint(args.resume, progress=not args.quiet, **settings)
@@ -206,6 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_seen = len(data.train) * len(history)
     summary: dict[str, Any] = {
         **model.config,
+        "preset": args.preset,
+        "best_epoch": trainer.best_epoch,
         "dataset": dataset,
         "epochs": len(history),
         "test_accuracy": last["test_accuracy"],
