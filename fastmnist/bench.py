@@ -145,7 +145,7 @@ class BenchResult:
     """Every measurement of one run, with the machine it ran on."""
 
     machine: dict[str, Any]
-    peak_gflops: float
+    peak_gflops: float | None
     settings: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -366,3 +366,109 @@ def plot_result(result: BenchResult, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def time_to_accuracy(
+    data: Any,
+    *,
+    target: float,
+    backends: Sequence[str] = ("numba",),
+    recipe: dict[str, Any] | None = None,
+    recipes: dict[str, dict[str, Any]] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    threads: int | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Train each backend until its test accuracy reaches ``target``; time the training.
+
+    The test set is evaluated after every epoch; that time is reported apart and
+    never counted as training. Backends take turns seed by seed (interleaved).
+
+    Parameters
+    ----------
+    target : float
+        Test accuracy to reach, e.g. 0.98.
+    recipe : dict, optional
+        TrainConfig settings every backend uses (default: the ``fast98`` preset);
+        its ``epochs`` is the most a run may take.
+    recipes : dict, optional
+        Per-backend settings that replace ``recipe`` for that backend.
+    seeds : sequence of int
+        One run per seed and backend; medians are reported.
+    """
+    from .train import TrainConfig, Trainer, preset_settings
+
+    if not 0.0 < target < 1.0:
+        raise ConfigError(f"the target accuracy must be in (0, 1), got {target!r}")
+    threads = check_threads(threads)
+    names, skipped = resolve_backends(backends)
+    if not names:
+        raise ConfigError("none of the requested backends is installed")
+    base_recipe = dict(recipe or preset_settings("fast98"))
+    say = on_progress or (lambda _msg: None)
+    result = BenchResult(
+        machine=machine_record(threads), peak_gflops=None,
+        settings={"target": target, "seeds": list(seeds), "threads": threads,
+                  "recipe": base_recipe, "recipes": recipes or {}},
+        skipped=skipped,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    test = (data.test.images, data.test.labels)
+    for seed in seeds:
+        for name in names:
+            settings = {**base_recipe, **(recipes or {}).get(name, {}), "seed": seed,
+                        "backend": name, "threads": threads}
+            say(f"to {target:.2%}: {name}, seed {seed}")
+            trainer = Trainer(
+                TrainConfig(**settings), progress=False,
+                callbacks=[lambda r, m: r["test_accuracy"] >= target],
+            )
+            history = trainer.fit(data.train.images, data.train.labels, test)
+            reached = history[-1]["test_accuracy"] >= target
+            runs[name].append({
+                "seed": seed, "reached": reached, "epochs": len(history),
+                "train_seconds": history.train_seconds,
+                "eval_seconds": float(sum(history["eval_seconds"])),
+                "compile_seconds": trainer.compile_seconds,
+                "test_accuracy": history[-1]["test_accuracy"],
+                "settings": TrainConfig(**settings).to_dict(),
+            })
+    for name in names:
+        rs = runs[name]
+        result.rows.append({
+            "backend": name,
+            "target": target,
+            "reached": sum(r["reached"] for r in rs),
+            "runs": len(rs),
+            "train_seconds": _median_min_max([r["train_seconds"] for r in rs]),
+            "epochs": statistics.median(r["epochs"] for r in rs),
+            "test_accuracy": statistics.median(r["test_accuracy"] for r in rs),
+            "eval_seconds": statistics.median(r["eval_seconds"] for r in rs),
+            "compile_seconds": statistics.median(r["compile_seconds"] for r in rs),
+            "recipe": rs[0]["settings"],
+            "per_seed": rs,
+        })
+    return result
+
+
+def format_time_to_accuracy(result: BenchResult) -> str:
+    """The table ``fastmnist bench --to-accuracy`` prints."""
+    target = result.settings["target"]
+    fastest = min(r["train_seconds"]["median"] for r in result.rows)
+    header = (f"{'backend':<8} {'reached':>8} {'train s median (min-max)':>26} {'x fastest':>10} "
+              f"{'epochs':>7} {'test acc':>9} {'eval s':>7} {'compile s':>9}  recipe")
+    lines = [f"time to {target:.2%} test accuracy (median over seeds "
+             f"{result.settings['seeds']})", header, "-" * len(header)]
+    for r in result.rows:
+        t, rc = r["train_seconds"], r["recipe"]
+        recipe = (f"{'-'.join(str(h) for h in rc['hidden'])} b{rc['batch_size']} "
+                  f"{rc['optimizer']} lr {rc['lr']:g} {rc['schedule']} ≤{rc['epochs']} ep")
+        lines.append(
+            f"{r['backend']:<8} {r['reached']:>4}/{r['runs']:<3} "
+            f"{t['median']:>9.2f} ({t['min']:>6.2f}-{t['max']:>6.2f})    "
+            f"{t['median'] / fastest:>9.2f}x {r['epochs']:>7g} {r['test_accuracy']:>9.2%} "
+            f"{r['eval_seconds']:>7.2f} {r['compile_seconds']:>9.2f}  {recipe}"
+        )
+    for name, why in result.skipped.items():
+        lines.append(f"skipped: {name} ({why})")
+    return "\n".join(lines)

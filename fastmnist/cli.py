@@ -56,6 +56,17 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def seed_list(text: str) -> list[int]:
+    """Parse ``"0,1,2"`` into a list of integers >= 0."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
+    if any(v < 0 for v in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
+
+
 def name_list(text: str) -> list[str]:
     """Parse ``"numpy,numba"`` into a list of non-empty names."""
     names = [part.strip() for part in text.split(",")]
@@ -142,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-samples", type=int, default=None, metavar="N",
                    help="time epochs of N samples instead of the whole training set")
     b.add_argument("--baseline", default=None, help="backend the ratio column divides by")
+    b.add_argument("--to-accuracy", type=float, metavar="ACC",
+                   help="instead: time each backend's training to this test accuracy")
+    b.add_argument("--preset", choices=sorted(PRESETS), default="fast98",
+                   help="with --to-accuracy: the recipe every backend trains with")
+    b.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
+                   help="with --to-accuracy: one run per seed (default 0,1,2)")
     _add_data_args(b)
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.add_argument("--plot", metavar="PNG", help="write a bar chart (needs the plot extra)")
@@ -278,6 +295,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         if not args.quiet:
             print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    if args.to_accuracy is not None:
+        from .bench import format_time_to_accuracy, time_to_accuracy
+
+        result = time_to_accuracy(
+            data, target=args.to_accuracy, backends=args.backends or available_backends(),
+            recipe=preset_settings(args.preset), seeds=args.seeds, threads=args.threads,
+            on_progress=progress,
+        )
+        _say(args, format_time_to_accuracy(result))
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        return 0
 
     result = run_benchmark(
         data, backends=args.backends or available_backends(), configs=configs,

@@ -1,0 +1,81 @@
+"""The measuring harness: structure of its results, fairness rules, FLOP accounting, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastmnist.bench import (
+    BenchConfig,
+    format_table,
+    format_time_to_accuracy,
+    predict_flops_per_sample,
+    run_benchmark,
+    time_to_accuracy,
+    train_flops_per_sample,
+)
+
+from .synthetic import tiny_dataset
+from .test_cli import run
+
+
+def test_flop_accounting():
+    # 784-10-10: forward 2*(7840+100), weight grads as much, input grad of layer 2 only.
+    sizes = [784, 10, 10]
+    params = 7840 + 100 + 10 + 10
+    assert train_flops_per_sample(sizes, 1) == 4 * 7940 + 2 * 100 + 4 * params
+    assert train_flops_per_sample(sizes, 128) == pytest.approx(4 * 7940 + 200 + 4 * params / 128)
+    assert predict_flops_per_sample(sizes) == 2 * 7940
+
+
+def test_run_benchmark_measures_every_backend_alike():
+    result = run_benchmark(
+        tiny_dataset(), backends=["numpy", "numpy"],  # a repeated name is measured once
+        configs=[BenchConfig((16,), 32), BenchConfig((8,), 64, "float64")],
+        repeats=2, step_repeats=2, threads=1,
+    )
+    assert [(r["config"], r["backend"]) for r in result.rows] == [
+        ("784-16-10 b32 float32", "numpy"), ("784-8-10 b64 float64", "numpy")]
+    for row in result.rows:
+        assert row["ratio"] == pytest.approx(1.0)  # numpy against itself
+        t = row["train_samples_per_second"]
+        assert t["min"] <= t["median"] <= t["max"] and t["min"] > 0
+        assert row["gflops"] > 0 and row["compile_seconds"] >= 0
+    assert result.peak_gflops > 0 and result.machine["threads"] == 1
+    json.dumps(result.to_dict())  # JSON-ready
+    assert "784-16-10 b32" in format_table(result)
+
+
+def test_uninstalled_backends_are_skipped_not_crashed_on(monkeypatch):
+    import fastmnist.bench as bench
+
+    monkeypatch.setattr(bench, "available_backends", lambda: ["numpy"])
+    result = run_benchmark(tiny_dataset(), backends=["numpy", "torch"],
+                           configs=[BenchConfig((8,), 64)], repeats=1, step_repeats=1)
+    assert result.skipped == {"torch": "not installed"}
+    assert "skipped: torch" in format_table(result)
+
+
+def test_time_to_accuracy_stops_at_the_target():
+    result = time_to_accuracy(
+        tiny_dataset(), target=0.9, backends=["numpy"], seeds=[0, 1],
+        recipe=dict(hidden=(32,), epochs=6, batch_size=32, lr=0.05, schedule="constant"),
+    )
+    (row,) = result.rows
+    assert row["reached"] == 2 and row["runs"] == 2
+    for r in row["per_seed"]:
+        assert r["test_accuracy"] >= 0.9 and r["epochs"] <= 6
+    assert "time to 90.00%" in format_time_to_accuracy(result)
+
+
+@pytest.mark.mnist
+def test_bench_command_json_and_plot(mnist_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = run("bench", "--backends", "numpy", "--hidden", "10", "--batch-size", "128",
+               "--repeats", "1", "--train-samples", "2000", "--threads", "1", "--json",
+               "--plot", str(tmp_path / "b.png"), "--data", str(mnist_dir))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["rows"][0]["backend"] == "numpy" and out["machine"]["cores"] >= 1
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
