@@ -205,3 +205,20 @@ def test_jax_thread_limit_after_start_is_reported_not_silently_ignored():
     with pytest.warns(RuntimeWarning, match="XLA_FLAGS"), backend.limit_threads(1):
         pass
     assert backend.thread_limit_note is not None
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_peers_refuse_what_they_do_not_implement(name):
+    from fastmnist import ConfigError
+    from fastmnist.backends.augment import EpochOptions
+    from fastmnist.optim import Adam
+
+    pytest.importorskip(name)
+    backend = get_backend(name)
+    model = Model.initialize((4,), rng=0)
+    x, y = blobs(8)
+    with pytest.raises(ConfigError, match="SGD"):
+        backend.train_epoch(model, Adam(), x, y, np.arange(8), 8, np.array([0.1]))
+    with pytest.raises(ConfigError, match="dropout"):
+        backend.train_epoch(model, SGD(), x, y, np.arange(8), 8, np.array([0.1]),
+                            EpochOptions(dropout=0.5))

@@ -15,8 +15,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..model import Model
-from ..optim import SGD
+from ..optim import SGD, Optimizer
+from .augment import EpochOptions
 
 
 @dataclass(frozen=True)
@@ -76,23 +78,32 @@ class Backend(Protocol):
     def train_epoch(
         self,
         model: Model,
-        optimizer: SGD,
+        optimizer: Optimizer,
         images: np.ndarray,
         labels: np.ndarray,
         order: np.ndarray,
         batch_size: int,
         lrs: np.ndarray,
+        options: EpochOptions | None = None,
     ) -> EpochResult:
         """Train one epoch in place.
 
         Step ``s`` uses the samples ``order[s * batch_size:(s + 1) * batch_size]``
         (the last batch may be partial) and learning rate ``lrs[s]``;
-        ``len(lrs) == ceil(len(order) / batch_size)``.
+        ``len(lrs) == ceil(len(order) / batch_size)``. ``options`` adds dropout,
+        label smoothing and translations; a backend that cannot honour an
+        option or optimizer raises :class:`~fastmnist.errors.ConfigError`.
         """
         ...
 
-    def warmup(self, model: Model, optimizer: SGD, batch_size: int) -> None:
-        """Do any one-off work (JIT compilation) for this configuration."""
+    def warmup(
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+    ) -> None:
+        """Do any one-off work (JIT compilation) for this configuration.
+
+        ``n_samples`` is the epoch's length, for backends whose compiled programs
+        depend on it.
+        """
         ...
 
     def limit_threads(self, threads: int | None) -> contextlib.AbstractContextManager[None]:
@@ -105,8 +116,20 @@ class BackendBase:
 
     name = "base"
 
-    def warmup(self, model: Model, optimizer: SGD, batch_size: int) -> None:
+    def warmup(
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+    ) -> None:
         return None
+
+    def _require_plain_sgd(self, optimizer: Optimizer, options: EpochOptions | None) -> None:
+        """For peers that implement only what they are compared on: plain SGD."""
+        if not isinstance(optimizer, SGD):
+            raise ConfigError(f"the {self.name} backend supports only the SGD optimizer")
+        if options is not None and options.active:
+            raise ConfigError(
+                f"the {self.name} backend does not support dropout, label smoothing or "
+                f"augmentation; use the numba or numpy backend"
+            )
 
     @contextlib.contextmanager
     def limit_threads(self, threads: int | None) -> Iterator[None]:

@@ -33,6 +33,7 @@ import numpy as np
 from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, scale_images
 from ..optim import SGD
+from .augment import EpochOptions
 from .base import BackendBase, EpochResult, Gradients
 
 #: Training-set size warmup compiles for when it has seen no data yet: MNIST's.
@@ -255,6 +256,7 @@ class JaxBackend(BackendBase):
         set trained on, else :data:`DEFAULT_WARMUP_SAMPLES` (MNIST's 60000). Other
         sizes compile on their first epoch.
         """
+        self._require_plain_sgd(optimizer, None)
         n = n_samples or self._last_n or DEFAULT_WARMUP_SAMPLES
         self._executable(model, optimizer, int(n), int(n), int(batch_size))
 
@@ -299,7 +301,9 @@ class JaxBackend(BackendBase):
         order: np.ndarray,
         batch_size: int,
         lrs: np.ndarray,
+        options: EpochOptions | None = None,
     ) -> EpochResult:
+        self._require_plain_sgd(optimizer, options)
         optimizer.init_state(model.weights, model.biases)
         dt = model.dtype
         n = len(order)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, scale_images
 from ..optim import SGD
+from .augment import EpochOptions
 from .base import BackendBase, EpochResult, Gradients
 
 # Rows per chunk in predict_proba: bounds the float copy of the input whatever n is.
@@ -170,7 +171,9 @@ class TorchBackend(BackendBase):
         order: np.ndarray,
         batch_size: int,
         lrs: np.ndarray,
+        options: EpochOptions | None = None,
     ) -> EpochResult:
+        self._require_plain_sgd(optimizer, options)
         x_all = self._data(images, model.dtype)
         y_all = self._targets(labels)
         return self._epoch(model, optimizer, x_all, y_all, order, batch_size, lrs)
@@ -234,8 +237,11 @@ class TorchBackend(BackendBase):
                     v[...] = buf.numpy()
         return EpochResult(float(loss_sum.item()), int(correct.item()), len(order))
 
-    def warmup(self, model: Model, optimizer: SGD, batch_size: int) -> None:
+    def warmup(
+        self, model: Model, optimizer: SGD, batch_size: int, n_samples: int | None = None
+    ) -> None:
         """Run one throwaway step on copies, so lazy kernel set-up is not timed."""
+        self._require_plain_sgd(optimizer, None)
         scratch = model.copy()
         opt = SGD(optimizer.momentum, optimizer.nesterov, optimizer.weight_decay)
         rng = np.random.default_rng(0)

@@ -122,7 +122,8 @@ class Trainer:
         try:
             with self.backend.limit_threads(self.config.threads):
                 t0 = time.perf_counter()
-                self.backend.warmup(self.model, self.optimizer, self.config.batch_size)
+                self.backend.warmup(self.model, self.optimizer, self.config.batch_size,
+                                    len(images))
                 self.compile_seconds = time.perf_counter() - t0
                 while self.epoch < self.config.epochs:
                     record = self.run_epoch(images, labels, test, val)
