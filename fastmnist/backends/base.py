@@ -9,9 +9,9 @@ methods exist so the backends can be tested against each other tensor by tensor.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -141,3 +141,29 @@ class BackendBase:
 
         with threadpool_limits(limits=int(threads)):
             yield
+
+
+class ConvertedArrays:
+    """Arrays a backend has already converted (to tensors, to the device), by identity.
+
+    Peers convert the training set once and reuse it every epoch. Each entry
+    holds a reference to its source array, so the ``id`` in the key cannot be
+    reused by another array while the entry lives. Arrays changed in place after
+    conversion are not noticed: training data is treated as read-only.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: dict[tuple, tuple[np.ndarray, Any]] = {}
+
+    def get(self, array: np.ndarray, tag: str, convert: Callable[[np.ndarray], Any]) -> Any:
+        key = (id(array), array.shape, array.dtype.str, tag)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is array:
+            return hit[1]
+        if len(self._entries) >= self.size:
+            # Oldest first: a benchmark cycles through few data sets, a trainer one.
+            self._entries.pop(next(iter(self._entries)))
+        value = convert(array)
+        self._entries[key] = (array, value)
+        return value

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +34,7 @@ from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, scale_images
 from ..optim import SGD
 from .augment import EpochOptions
-from .base import BackendBase, EpochResult, Gradients
+from .base import BackendBase, ConvertedArrays, EpochResult, Gradients
 
 #: Training-set size warmup compiles for when it has seen no data yet: MNIST's.
 DEFAULT_WARMUP_SAMPLES = 60_000
@@ -153,32 +153,6 @@ def _padded_rows(n: int) -> int:
     return min(_PREDICT_CHUNK, 1 << max(n - 1, 0).bit_length())
 
 
-class _DeviceCache:
-    """Arrays already on the device, keyed by the NumPy array's identity.
-
-    Each entry holds a reference to its source array, so the ``id`` in the key
-    cannot be reused by another array while the entry lives. Arrays changed in
-    place after the transfer are not noticed: training data is treated as read-only.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._entries: dict[tuple, tuple[np.ndarray, jax.Array]] = {}
-
-    def get(
-        self, array: np.ndarray, tag: str, convert: Callable[[np.ndarray], jax.Array]
-    ) -> jax.Array:
-        key = (id(array), array.shape, array.dtype.str, tag)
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] is array:
-            return hit[1]
-        if len(self._entries) >= self.size:
-            self._entries.pop(next(iter(self._entries)))  # oldest first
-        value = convert(array)
-        self._entries[key] = (array, value)
-        return value
-
-
 class JaxBackend(BackendBase):
     """Whole epochs as one XLA program: ``jax.jit`` + ``jax.lax.scan``.
 
@@ -190,8 +164,8 @@ class JaxBackend(BackendBase):
 
     def __init__(self) -> None:
         # Two data sets (e.g. one array in both dtypes) at ~190 MB each for MNIST in float32.
-        self._images = _DeviceCache(size=2)
-        self._labels = _DeviceCache(size=4)
+        self._images = ConvertedArrays(size=2)
+        self._labels = ConvertedArrays(size=4)
         self._executables: dict[tuple, Any] = {}
         self._last_n: int | None = None
         #: Why a thread limit could not be applied, once one could not.

@@ -16,7 +16,7 @@ exactly as the reference's do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,37 +26,10 @@ from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, scale_images
 from ..optim import SGD
 from .augment import EpochOptions
-from .base import BackendBase, EpochResult, Gradients
+from .base import BackendBase, ConvertedArrays, EpochResult, Gradients
 
 # Rows per chunk in predict_proba: bounds the float copy of the input whatever n is.
 _PREDICT_CHUNK = 8192
-
-
-class _TensorCache:
-    """Arrays already converted to tensors, keyed by the NumPy array's identity.
-
-    Each entry holds a reference to its source array, so the ``id`` in the key
-    cannot be reused by another array while the entry lives. Arrays changed in
-    place after conversion are not noticed: training data is treated as read-only.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._entries: dict[tuple, tuple[np.ndarray, torch.Tensor]] = {}
-
-    def get(
-        self, array: np.ndarray, tag: str, convert: Callable[[np.ndarray], torch.Tensor]
-    ) -> torch.Tensor:
-        key = (id(array), array.shape, array.dtype.str, tag)
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] is array:
-            return hit[1]
-        if len(self._entries) >= self.size:
-            # Oldest first: a benchmark cycles through few data sets, a trainer one.
-            self._entries.pop(next(iter(self._entries)))
-        tensor = convert(array)
-        self._entries[key] = (array, tensor)
-        return tensor
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -88,8 +61,8 @@ class TorchBackend(BackendBase):
 
     def __init__(self) -> None:
         # Two data sets (e.g. one array in both dtypes) at ~190 MB each for MNIST in float32.
-        self._images = _TensorCache(size=2)
-        self._labels = _TensorCache(size=4)
+        self._images = ConvertedArrays(size=2)
+        self._labels = ConvertedArrays(size=4)
 
     # -- data ---------------------------------------------------------------------------
 
