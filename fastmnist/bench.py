@@ -185,9 +185,10 @@ def run_benchmark(
     """Measure training and inference throughput of several backends side by side.
 
     For each configuration: every backend is warmed up (compile time recorded)
-    and runs one untimed epoch and prediction (a burn-in), then for ``repeats`` rounds each backend in turn trains one epoch from the same
-    initial weights over the same permutation, runs ``step_repeats`` single
-    train steps, and predicts the test set.
+    and runs one untimed epoch and prediction (a burn-in); then for ``repeats``
+    rounds each backend in turn trains one epoch from the same initial weights
+    over the same permutation, runs ``step_repeats`` single train steps, and
+    predicts the test set.
 
     Parameters
     ----------

@@ -195,12 +195,10 @@ class Trainer:
         order = self.rng.permutation(n)
         options = self.epoch_options(n)
         lrs = self.schedule.epoch_lrs(self.epoch, steps)
-        # Backends without regularisation support are not handed an argument they lack.
-        extra = (options,) if options.active else ()
         t0 = time.perf_counter()
         try:
             result = self.backend.train_epoch(
-                self.model, self.optimizer, images, labels, order, bs, lrs, *extra
+                self.model, self.optimizer, images, labels, order, bs, lrs, options
             )
         except KeyboardInterrupt:
             self._restore(snapshot)

@@ -1,0 +1,753 @@
+"""Numba kernels behind :class:`~fastmnist.backends.numba_backend.NumbaBackend`.
+
+Nothing here is compiled at import: every function is a lazy ``@njit``
+dispatcher that compiles on its first call or loads from Numba's on-disk cache.
+
+Design
+------
+A network has ``L`` layers of widths ``n[0] = 784, ..., n[L] = 10``. The
+drivers (:func:`run_batches`, :func:`predict`) loop over mini-batches in
+compiled code; each batch is two parallel phases (``prange`` over threads)
+with one barrier between them:
+
+A. ``_phase_a``, over samples. Thread ``t`` takes a contiguous share of the
+   batch in blocks of four samples and, for each block: lists the pixels that
+   are nonzero in any of the four (their union; about 300 of 784 on MNIST,
+   every pixel on dense inputs), computes the first layer four samples by four
+   pixels per pass (4 x 4 register blocking: each loaded weight serves four
+   samples, each load/store of an output four pixels), then per sample the
+   last layer, softmax + cross-entropy + its gradient, and the gradient back
+   through the last layer.
+B. ``_phase_b``, over parameter rows. The first layer's rows go out in bands
+   of 28 (one image row of pixels), the last layer's one by one, each thread
+   a contiguous range of about equal estimated cost. A row's gradient
+   ``sum_b A[b, i] * delta[b, :]`` is summed over the batch by its one owner
+   (the first layer again 4 x 4 blocked, over the union lists) and the row is
+   updated by SGD at once, while it is in cache.
+
+Deeper networks add, per middle layer, a forward and a backward phase over
+samples (``_forward_hidden``, ``_backward_hidden``) and an update phase over
+rows (``_update_layer``). The backward product ``delta @ W.T`` reads a
+transposed copy of ``W`` that the update phase keeps in step, so it is again a
+sum of contiguous rows.
+
+Determinism: no thread writes what another reads in the same phase and no sum
+is split between threads. Every sum runs in an order fixed by the data, so
+results are bit-identical for any thread count.
+
+The parallel bodies index only arrays passed in whole (no views, no tuple
+lookups), which lets Numba mark them ``noalias``: LLVM then vectorises inner
+loops without runtime overlap checks. Helpers are ``inline="always"`` for the
+same reason and to keep reference counting out of hot loops. Inner loops run
+over unsigned column ranges (see :func:`_acc_rows`).
+
+Skipping zero terms (pixels outside the union, units ReLU zeroed, gradients
+ReLU zeroed) is exact for finite values. With an Inf or NaN weight the
+reference gets NaN from ``0 * Inf`` where a skipped term gives nothing, but
+then the loss is non-finite either way.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numba import njit, prange
+
+from ..numerics import FASTMATH, N_CLASSES
+
+# error_model="numpy": division never raises; x/0 gives inf/nan as in NumPy.
+_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
+
+#: Width of the output layer, a compile-time constant so its loops unroll.
+N_OUT = N_CLASSES
+
+#: Pixels are handled in bands of one image row; the first layer's weight rows
+#: are dealt to threads band by band.
+BAND = 28
+N_BANDS = 28
+
+#: Columns of the first layer done per pass: a 784 x TILE slab of W_0 (400 kB in
+#: float32) stays in L2 while every block of a thread's share uses it.
+TILE = 128
+
+#: Columns of the first layer's gradient done per pass over a band: the band's
+#: 28 gradient rows (14 kB in float32) stay in L1.
+TILE_GRAD = 128
+
+
+_cache_ok = True  # cleared, with one warning, if no cache directory is writable
+
+
+def _jit(parallel: bool = False, inline: bool = False):
+    """``njit`` with the package's options, cached on disk where possible.
+
+    Numba tries a ``__pycache__`` next to this file, then ``NUMBA_CACHE_DIR``,
+    then a per-user cache directory; only if none is writable does it raise, and
+    then the kernels are compiled in memory in every process instead (with one
+    warning). Inlined helpers are compiled into their callers: no cache of their
+    own. The cache is keyed to this file: after changing ``FASTMATH`` in
+    :mod:`fastmnist.numerics`, touch this file (or clear the cache) to recompile.
+    """
+
+    def decorate(fn):
+        global _cache_ok
+        if inline:
+            return njit(inline="always", **_OPTIONS)(fn)
+        if _cache_ok:
+            try:
+                return njit(cache=True, parallel=parallel, **_OPTIONS)(fn)
+            except RuntimeError as exc:
+                _cache_ok = False
+                warnings.warn(
+                    f"fastmnist: no writable cache directory for the numba kernels ({exc}); "
+                    "they will be compiled in every process. Set NUMBA_CACHE_DIR to fix this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return njit(cache=False, parallel=parallel, **_OPTIONS)(fn)
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------
+# Inlined helpers. They index whole arrays with (row, column) so that loops
+# over columns run from a known-nonnegative start and vectorise.
+# ---------------------------------------------------------------------------
+
+
+@_jit(inline=True)
+def _acc_rows(Z, zr, j0, j1, W, idx, val, r, k0, k1):
+    """``Z[zr, j0:j1] += sum_{k0 <= k < k1} val[r, k] * W[idx[r, k], j0:j1]``, k ascending.
+
+    Four rows of ``W`` per pass, so each load and store of ``Z`` serves four FMAs.
+    """
+    # Unsigned column bounds: LLVM cannot prove a signed j0 + j >= 0 (Numba's
+    # integer ops carry no no-wrap flags), so it would keep the negative-index
+    # check in the loop and not vectorise it.
+    ja, jb = np.uint64(j0), np.uint64(j1)
+    k = k0
+    while k + 4 <= k1:
+        i0, i1, i2, i3 = idx[r, k], idx[r, k + 1], idx[r, k + 2], idx[r, k + 3]
+        v0, v1, v2, v3 = val[r, k], val[r, k + 1], val[r, k + 2], val[r, k + 3]
+        for j in range(ja, jb):
+            Z[zr, j] += v0 * W[i0, j] + v1 * W[i1, j] + v2 * W[i2, j] + v3 * W[i3, j]
+        k += 4
+    while k < k1:
+        i0, v0 = idx[r, k], val[r, k]
+        for j in range(ja, jb):
+            Z[zr, j] += v0 * W[i0, j]
+        k += 1
+
+
+@_jit(inline=True)
+def _relu_gather(A, b, idx, val, t):
+    """ReLU row ``b`` of ``A`` in place; list its nonzeros in ``idx[t], val[t]``, return how many.
+
+    NaN passes through ReLU (as with ``np.maximum``) so divergence stays visible.
+    The list is written branch-free: every entry lands at the current end, and
+    the end only moves past nonzeros.
+    """
+    zero = A.dtype.type(0)
+    m = np.uint64(0)  # unsigned: no negative-index check on every store
+    for i in range(A.shape[1]):
+        # A select, not a branch: whether a unit fired is a coin flip to the predictor.
+        a = zero if A[b, i] <= zero else A[b, i]
+        A[b, i] = a
+        idx[t, m] = i
+        val[t, m] = a
+        m += np.uint64(a != zero)
+    return np.int64(m)
+
+
+@_jit(inline=True)
+def _nonzero_gather(D, b, idx, val, t):
+    """List the nonzeros of row ``b`` of ``D`` in ``idx[t], val[t]``; return the count."""
+    zero = D.dtype.type(0)
+    m = np.uint64(0)  # unsigned: see _relu_gather
+    for j in range(D.shape[1]):
+        d = D[b, j]
+        idx[t, m] = j
+        val[t, m] = d
+        m += np.uint64(d != zero)
+    return np.int64(m)
+
+
+@_jit(inline=True)
+def _softmax_xent(Z, b):
+    """Logits ``Z[b]`` -> probabilities in place; return (loss without ``-z[y]``, argmax).
+
+    The caller subtracts ``z[y]``: loss = ``logsumexp(z) - z[y]`` in the model's
+    dtype, as the reference computes it. The argmax is the first maximal
+    probability, as ``np.argmax`` picks.
+    """
+    n = N_OUT
+    m = Z[b, 0]
+    for j in range(1, n):
+        if Z[b, j] > m:
+            m = Z[b, j]
+    s = Z.dtype.type(0)
+    for j in range(n):
+        e = np.exp(Z[b, j] - m)
+        Z[b, j] = e
+        s += e
+    best = 0
+    for j in range(n):
+        Z[b, j] = Z[b, j] / s
+        if Z[b, j] > Z[b, best]:
+            best = j
+    return m + np.log(s), best
+
+
+@_jit(inline=True)
+def _apply(P, Vel, G, i, j0, j1, acc, c, lr, momentum, nesterov, decay, use_momentum, train):
+    """Row ``i``, columns ``j0:j1`` of ``P`` get gradient ``acc[c, :j1 - j0]``.
+
+    With ``train``: one SGD step as ``SGD.update_reference`` defines it (``decay``
+    is the weight decay, zero for biases; without momentum the velocity ``Vel``
+    is not touched). Otherwise the gradient is stored in ``G``.
+    """
+    ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
+    if not train:
+        for j in range(ja, jb):
+            G[i, j] = acc[c, j - ja]
+    elif use_momentum and nesterov:
+        for j in range(ja, jb):
+            g = acc[c, j - ja] + decay * P[i, j]
+            v = momentum * Vel[i, j] + g
+            Vel[i, j] = v
+            P[i, j] -= lr * (g + momentum * v)
+    elif use_momentum:
+        for j in range(ja, jb):
+            v = momentum * Vel[i, j] + (acc[c, j - ja] + decay * P[i, j])
+            Vel[i, j] = v
+            P[i, j] -= lr * v
+    else:
+        for j in range(ja, jb):
+            P[i, j] -= lr * (acc[c, j - ja] + decay * P[i, j])
+
+
+@_jit(inline=True)
+def _bias_grad(D, nb, acc, c, j0, j1):
+    """``acc[c, :j1 - j0] = sum_b D[b, j0:j1]``, b ascending."""
+    ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
+    for j in range(ja, jb):
+        acc[c, j - ja] = 0
+    b = 0
+    while b + 4 <= nb:
+        for j in range(ja, jb):
+            acc[c, j - ja] += D[b, j] + D[b + 1, j] + D[b + 2, j] + D[b + 3, j]
+        b += 4
+    while b < nb:
+        for j in range(ja, jb):
+            acc[c, j - ja] += D[b, j]
+        b += 1
+
+
+@_jit(inline=True)
+def _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr, momentum, nesterov,
+               weight_decay, use_momentum, train):
+    """Row ``i`` of a later layer: ``sum_b A[b, i] D[b]`` over the samples where unit
+    ``i`` fired, into ``acc[c]``, then its update, then its copy into ``WT``."""
+    zero = W.dtype.type(0)
+    m = np.uint64(0)  # unsigned: see _relu_gather
+    for b in range(nb):
+        a = A[b, i]
+        sidx[t, m] = b
+        sval[t, m] = a
+        m += np.uint64(a != zero)
+    for j in range(n_out):
+        acc[c, j] = zero
+    _acc_rows(acc, c, 0, n_out, D, sidx, sval, t, 0, np.int64(m))
+    _apply(W, VW, GW, i, 0, n_out, acc, c, lr, momentum, nesterov, weight_decay, use_momentum,
+           train)
+    if train:
+        for j in range(n_out):
+            WT[j, i] = W[i, j]
+
+
+@_jit(inline=True)
+def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, t, q):
+    """Block ``q`` (samples ``4q .. 4q + 3``): the pixels nonzero in any of its images.
+
+    ``ulist[q, :ucount[q]]`` lists the union in ascending order, ``uband[q, r]``
+    is where band ``r`` starts in it, and ``xv[q, k, s]`` is sample ``s``'s
+    scaled value of pixel ``ulist[q, k]``, zero for the missing samples of a
+    last, partial block. ``band_count[t, r]`` counts the entries in band ``r``.
+    """
+    zero = xv.dtype.type(0)
+    b = 4 * q
+    present = min(4, nb - b)
+    # A partial block repeats its first image, then zeroes those values.
+    g0 = order[first + b]
+    g1 = order[first + b + 1] if present > 1 else g0
+    g2 = order[first + b + 2] if present > 2 else g0
+    g3 = order[first + b + 3] if present > 3 else g0
+    n = np.uint64(0)  # unsigned: no negative-index check on every store
+    for r in range(N_BANDS):
+        uband[q, r] = n
+        for c in range(BAND):
+            i = r * BAND + c
+            # Branch-free: every pixel is written at the end of the list, and the
+            # end only moves past pixels that are nonzero in some image.
+            ulist[q, n] = i
+            n += np.uint64(
+                (images[g0, i] != 0) | (images[g1, i] != 0)
+                | (images[g2, i] != 0) | (images[g3, i] != 0)
+            )
+        band_count[t, r] += np.int64(n) - uband[q, r]
+    uband[q, N_BANDS] = n
+    ucount[q] = n
+    for k in range(n):
+        i = ulist[q, k]
+        xv[q, k, 0] = images[g0, i] * scale
+        xv[q, k, 1] = images[g1, i] * scale if present > 1 else zero
+        xv[q, k, 2] = images[g2, i] * scale if present > 2 else zero
+        xv[q, k, 3] = images[g3, i] * scale if present > 3 else zero
+
+
+@_jit(inline=True)
+def _first_layer_block(W, bias, Z, ulist, ucount, xv, q, j0, j1):
+    """Rows ``4q .. 4q + 3``, columns ``j0:j1`` of ``Z = X W + bias``, over block ``q``'s union.
+
+    Four pixels by four samples per pass. Rows of a partial block's missing
+    samples come out as the bias and are ignored.
+    """
+    ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
+    b = 4 * q
+    for j in range(ja, jb):
+        Z[b, j] = bias[0, j]
+        Z[b + 1, j] = bias[0, j]
+        Z[b + 2, j] = bias[0, j]
+        Z[b + 3, j] = bias[0, j]
+    n = ucount[q]
+    k = 0
+    while k + 4 <= n:
+        u0, u1, u2, u3 = ulist[q, k], ulist[q, k + 1], ulist[q, k + 2], ulist[q, k + 3]
+        # x<p><s>: pixel k + p of sample s
+        x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+        x10, x11, x12, x13 = xv[q, k + 1, 0], xv[q, k + 1, 1], xv[q, k + 1, 2], xv[q, k + 1, 3]
+        x20, x21, x22, x23 = xv[q, k + 2, 0], xv[q, k + 2, 1], xv[q, k + 2, 2], xv[q, k + 2, 3]
+        x30, x31, x32, x33 = xv[q, k + 3, 0], xv[q, k + 3, 1], xv[q, k + 3, 2], xv[q, k + 3, 3]
+        for j in range(ja, jb):
+            w0, w1, w2, w3 = W[u0, j], W[u1, j], W[u2, j], W[u3, j]
+            Z[b, j] += x00 * w0 + x10 * w1 + x20 * w2 + x30 * w3
+            Z[b + 1, j] += x01 * w0 + x11 * w1 + x21 * w2 + x31 * w3
+            Z[b + 2, j] += x02 * w0 + x12 * w1 + x22 * w2 + x32 * w3
+            Z[b + 3, j] += x03 * w0 + x13 * w1 + x23 * w2 + x33 * w3
+        k += 4
+    while k < n:
+        u0 = ulist[q, k]
+        x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+        for j in range(ja, jb):
+            w0 = W[u0, j]
+            Z[b, j] += x00 * w0
+            Z[b + 1, j] += x01 * w0
+            Z[b + 2, j] += x02 * w0
+            Z[b + 3, j] += x03 * w0
+        k += 1
+
+
+@_jit(inline=True)
+def _output_sample(
+    A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels, order, first, nb, probs,
+    loss, hit, sidx, sval, t, b,
+):
+    """Sample ``b``: last layer, softmax, cross-entropy, its gradient, and back one layer.
+
+    With ``has_hidden``, ``A[b]`` (the last hidden layer, pre-ReLU) is ReLU'd
+    and ``Z[b] = A[b] W + bias``; otherwise ``Z[b]`` already holds the logits.
+    ``Z[b]`` becomes the probabilities (copied to ``probs[first + b]`` with
+    ``want_probs``). With ``grads``: the loss and hit go to ``loss[b]`` and
+    ``hit[b]``, ``Z[b]`` becomes ``dLoss/dz = (p - onehot(y)) / nb``, and with a
+    hidden layer ``Dprev[b] = (Z[b] WT) * (A[b] > 0)``.
+    """
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    if has_hidden:
+        m = _relu_gather(A, b, sidx, sval, t)
+        for j in range(N_OUT):  # the output layer is always N_OUT wide: unrolled
+            Z[b, j] = bias[0, j]
+        _acc_rows(Z, b, 0, N_OUT, W, sidx, sval, t, 0, m)
+    y = labels[order[first + b]] if grads else 0
+    zy = Z[b, y]
+    lse, best = _softmax_xent(Z, b)
+    if want_probs:
+        for j in range(N_OUT):
+            probs[first + b, j] = Z[b, j]
+    if grads:
+        loss[b] = lse - zy
+        hit[b] = best == y
+        Z[b, y] -= one
+        nbf = Z.dtype.type(nb)
+        for j in range(N_OUT):
+            Z[b, j] = Z[b, j] / nbf
+        if has_hidden:
+            n_in = A.shape[1]
+            for i in range(n_in):
+                Dprev[b, i] = zero
+            m = _nonzero_gather(Z, b, sidx, sval, t)
+            _acc_rows(Dprev, b, 0, n_in, WT, sidx, sval, t, 0, m)
+            for i in range(n_in):
+                Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+
+
+@_jit(inline=True)
+def _first_layer_band(
+    r, nb, ulist, uband, xv, D, W, VW, GW, acc, a0, lr, momentum, nesterov, weight_decay,
+    use_momentum, train,
+):
+    """Rows ``28r .. 28r + 27`` of the first layer: gradient into ``acc[a0:a0 + 28]``, update.
+
+    A column tile at a time, the band's rows are summed block after block in
+    ascending order: the block's union pixels in the band four at a time against
+    the block's four rows of ``D`` (4 x 4 blocking; rows of ``D`` past ``nb``
+    must be zero). Each row is updated as soon as its sum is complete.
+    """
+    zero = W.dtype.type(0)
+    n_out = W.shape[1]
+    n_blocks = (nb + 3) // 4
+    i0 = r * BAND
+    for j0 in range(0, n_out, TILE_GRAD):
+        j1 = min(j0 + TILE_GRAD, n_out)
+        ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
+        for c in range(a0, a0 + BAND):
+            for j in range(ja, jb):
+                acc[c, j - ja] = zero
+        for q in range(n_blocks):
+            b = 4 * q
+            k, k1 = uband[q, r], uband[q, r + 1]
+            while k + 4 <= k1:
+                # acc rows of the four pixels (unsigned: see _acc_rows)
+                c0 = np.uint64(a0 + ulist[q, k] - i0)
+                c1 = np.uint64(a0 + ulist[q, k + 1] - i0)
+                c2 = np.uint64(a0 + ulist[q, k + 2] - i0)
+                c3 = np.uint64(a0 + ulist[q, k + 3] - i0)
+                x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+                x10, x11 = xv[q, k + 1, 0], xv[q, k + 1, 1]
+                x12, x13 = xv[q, k + 1, 2], xv[q, k + 1, 3]
+                x20, x21 = xv[q, k + 2, 0], xv[q, k + 2, 1]
+                x22, x23 = xv[q, k + 2, 2], xv[q, k + 2, 3]
+                x30, x31 = xv[q, k + 3, 0], xv[q, k + 3, 1]
+                x32, x33 = xv[q, k + 3, 2], xv[q, k + 3, 3]
+                for j in range(ja, jb):
+                    d0, d1, d2, d3 = D[b, j], D[b + 1, j], D[b + 2, j], D[b + 3, j]
+                    acc[c0, j - ja] += x00 * d0 + x01 * d1 + x02 * d2 + x03 * d3
+                    acc[c1, j - ja] += x10 * d0 + x11 * d1 + x12 * d2 + x13 * d3
+                    acc[c2, j - ja] += x20 * d0 + x21 * d1 + x22 * d2 + x23 * d3
+                    acc[c3, j - ja] += x30 * d0 + x31 * d1 + x32 * d2 + x33 * d3
+                k += 4
+            while k < k1:
+                c0 = np.uint64(a0 + ulist[q, k] - i0)
+                x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+                for j in range(ja, jb):
+                    acc[c0, j - ja] += (
+                        x00 * D[b, j] + x01 * D[b + 1, j] + x02 * D[b + 2, j] + x03 * D[b + 3, j]
+                    )
+                k += 1
+        for c in range(BAND):
+            _apply(W, VW, GW, i0 + c, j0, j1, acc, a0 + c, lr, momentum, nesterov, weight_decay,
+                   use_momentum, train)
+
+
+# ---------------------------------------------------------------------------
+# Serial helpers
+# ---------------------------------------------------------------------------
+
+
+@_jit()
+def _split_costs(costs, n_threads):
+    """Cut items into ``n_threads`` contiguous ranges of about equal total cost."""
+    cum = np.cumsum(costs)
+    split = np.empty(n_threads + 1, np.int64)
+    split[0] = 0
+    for t in range(1, n_threads):
+        split[t] = max(split[t - 1], np.searchsorted(cum, cum[-1] * t / n_threads))
+    split[n_threads] = costs.shape[0]
+    return split
+
+
+@_jit()
+def _transpose_into(WT, W):
+    """``WT[:] = W.T`` (both C-contiguous)."""
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            WT[j, i] = W[i, j]
+
+
+# ---------------------------------------------------------------------------
+# Parallel phases
+# ---------------------------------------------------------------------------
+
+
+@_jit(parallel=True)
+def _phase_a(
+    images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W0, b0, Z1, do_first,
+    A, W, bias, WT, Z, Dprev, do_output, has_hidden, grads, want_probs, labels, probs, loss, hit,
+    sidx, sval, n_threads,
+):
+    """Phase A over samples: thread ``t`` takes blocks ``t * n_blocks // n_threads`` onwards.
+
+    ``do_first``: gather the blocks' unions and compute ``Z1 = X W0 + b0``.
+    ``do_output``: the per-sample output work of :func:`_output_sample` with the
+    last layer ``A, W, bias, WT -> Z`` (and ``Dprev``). A network with one hidden
+    layer or none does both in one phase; deeper ones run the middle layers'
+    phases in between.
+    """
+    n_blocks = (nb + 3) // 4
+    n_out = W0.shape[1]
+    for t in prange(n_threads):
+        q_lo = t * n_blocks // n_threads
+        q_hi = (t + 1) * n_blocks // n_threads
+        if do_first:
+            for r in range(N_BANDS):
+                band_count[t, r] = 0
+            for q in range(q_lo, q_hi):
+                _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv,
+                              band_count, t, q)
+            # Column slab by column slab, so the slab of W0 serves every block.
+            for j0 in range(0, n_out, TILE):
+                for q in range(q_lo, q_hi):
+                    _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, j0, min(j0 + TILE, n_out))
+        if do_output:
+            for b in range(4 * q_lo, min(4 * q_hi, nb)):
+                _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
+                               order, first, nb, probs, loss, hit, sidx, sval, t, b)
+
+
+@_jit(parallel=True)
+def _forward_hidden(A, W, bias, Z, nb, sidx, sval, n_threads):
+    """Middle layer forward: ``A = relu(A)`` in place, then ``Z[:nb] = A W + bias``.
+
+    The sum runs over the units that fired only.
+    """
+    n_out = W.shape[1]
+    for t in prange(n_threads):
+        for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
+            m = _relu_gather(A, b, sidx, sval, t)
+            for j in range(n_out):
+                Z[b, j] = bias[0, j]
+            _acc_rows(Z, b, 0, n_out, W, sidx, sval, t, 0, m)
+
+
+@_jit(parallel=True)
+def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
+    """Middle layer backward: ``Dprev[:nb] = (D WT) * (A > 0)``.
+
+    The product sums the rows of ``WT`` where ``D != 0`` only.
+    """
+    n_in = Dprev.shape[1]
+    zero = Dprev.dtype.type(0)
+    for t in prange(n_threads):
+        for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
+            for i in range(n_in):
+                Dprev[b, i] = zero
+            m = _nonzero_gather(D, b, sidx, sval, t)
+            _acc_rows(Dprev, b, 0, n_in, WT, sidx, sval, t, 0, m)
+            for i in range(n_in):
+                Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+
+
+@_jit(parallel=True)
+def _phase_b(
+    nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, W, bias, VW, Vb, GW, Gb, WT,
+    do_last, acc, sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train,
+    n_threads,
+):
+    """Phase B over parameter rows: gradients and SGD (or, without ``train``, gradients out).
+
+    Items, in order: the first layer's 28 bands (:func:`_first_layer_band`), its
+    bias, then with ``do_last`` the rows of the last layer ``W`` and its bias
+    (:func:`_layer_row`; ``A`` and ``D`` are that layer's input and delta).
+    Thread ``t`` does items ``split[t]:split[t + 1]``.
+    """
+    n_out0 = W0.shape[1]
+    n_in = W.shape[0]
+    zero = W0.dtype.type(0)
+    for t in prange(n_threads):
+        a0 = t * BAND  # this thread's rows of acc
+        for item in range(split[t], split[t + 1]):
+            if item < N_BANDS:
+                _first_layer_band(item, nb, ulist, uband, xv, D0, W0, VW0, GW0, acc, a0, lr,
+                                  momentum, nesterov, weight_decay, use_momentum, train)
+            elif item == N_BANDS:
+                for j0 in range(0, n_out0, TILE_GRAD):
+                    j1 = min(j0 + TILE_GRAD, n_out0)
+                    _bias_grad(D0, nb, acc, a0, j0, j1)
+                    _apply(b0, Vb0, Gb0, 0, j0, j1, acc, a0, lr, momentum, nesterov, zero,
+                           use_momentum, train)
+            elif item - N_BANDS - 1 < n_in:
+                _layer_row(A, D, W, VW, GW, WT, item - N_BANDS - 1, N_OUT, nb, acc, a0, sidx,
+                           sval, t, lr, momentum, nesterov, weight_decay, use_momentum, train)
+            else:
+                _bias_grad(D, nb, acc, a0, 0, N_OUT)
+                _apply(bias, Vb, Gb, 0, 0, N_OUT, acc, a0, lr, momentum, nesterov, zero,
+                       use_momentum, train)
+
+
+@_jit(parallel=True)
+def _update_layer(
+    A, D, W, bias, VW, Vb, GW, Gb, WT, nb, acc, sidx, sval, lr, momentum, nesterov,
+    weight_decay, use_momentum, train, n_threads,
+):
+    """Middle layer update: ``dW[i] = sum_b A[b, i] D[b]`` row by row, and the update.
+
+    Items are the rows of ``W`` then the bias, dealt out evenly (they cost about
+    the same). Each row sums ``D``'s rows over the samples whose unit ``i``
+    fired, in ascending order. After its update a row is copied into ``WT``.
+    """
+    n_in, n_out = W.shape
+    zero = W.dtype.type(0)
+    for t in prange(n_threads):
+        for i in range(t * (n_in + 1) // n_threads, (t + 1) * (n_in + 1) // n_threads):
+            c = t * BAND
+            if i == n_in:
+                _bias_grad(D, nb, acc, c, 0, n_out)
+                _apply(bias, Vb, Gb, 0, 0, n_out, acc, c, lr, momentum, nesterov, zero,
+                       use_momentum, train)
+                continue
+            if n_out == N_OUT:  # the output layer: constant width, unrolled
+                _layer_row(A, D, W, VW, GW, WT, i, N_OUT, nb, acc, c, sidx, sval, t, lr,
+                           momentum, nesterov, weight_decay, use_momentum, train)
+            else:
+                _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr,
+                           momentum, nesterov, weight_decay, use_momentum, train)
+
+
+# ---------------------------------------------------------------------------
+# Drivers
+# ---------------------------------------------------------------------------
+
+
+@_jit()
+def _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale, grads,
+                   want_probs, probs, ws, n_threads):
+    """Every phase over samples for samples ``order[first:first + nb]``.
+
+    ``acts`` has ``L + 1`` entries, the last being ``dels[L - 1]`` (the logits),
+    so that ``acts[1]`` is the first layer's output whatever the depth.
+    """
+    ulist, uband, ucount, xv, band_count, sidx, sval, acc, loss, hit = ws
+    n_layers = len(W)
+    last = n_layers - 1
+    prev = max(last - 1, 0)
+    deep = n_layers > 2
+    # Shallow: one phase does it all; deep: the first layer, the middle layers, the rest.
+    _phase_a(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W[0], b[0],
+             acts[1], True, acts[last], W[last], b[last], WT[last], dels[last], dels[prev],
+             not deep, n_layers > 1, grads, want_probs, labels, probs, loss, hit, sidx, sval,
+             n_threads)
+    if deep:
+        for layer in range(1, last):
+            _forward_hidden(acts[layer], W[layer], b[layer], acts[layer + 1], nb, sidx, sval,
+                            n_threads)
+        _phase_a(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W[0],
+                 b[0], acts[1], False, acts[last], W[last], b[last], WT[last], dels[last],
+                 dels[prev], True, True, grads, want_probs, labels, probs, loss, hit, sidx, sval,
+                 n_threads)
+        if grads:
+            for layer in range(last - 1, 0, -1):
+                _backward_hidden(dels[layer], WT[layer], acts[layer], dels[layer - 1], nb, sidx,
+                                 sval, n_threads)
+    if grads:
+        # The first layer's gradient takes samples four at a time: pad with zeros.
+        dels[0][nb : (nb + 3) // 4 * 4] = 0
+
+
+@_jit()
+def run_batches(
+    W, b, VW, Vb, GW, Gb, WT, acts, dels, images, labels, order, batch_size, lrs, momentum,
+    nesterov, weight_decay, scale, train, probs, ws, n_threads,
+):
+    """Run every mini-batch of ``order``: forward, loss, backward and SGD (or gradients).
+
+    Parameters
+    ----------
+    W, b : tuples of 2-D arrays
+        Weights ``(n[l], n[l+1])`` and biases as ``(1, n[l+1])`` views; updated
+        in place when ``train``.
+    VW, Vb : tuples of 2-D arrays
+        Velocities, same shapes, updated in place when ``train`` with momentum.
+    GW, Gb : tuples of 2-D arrays
+        Without ``train``: receive the gradients of the single batch.
+    WT : tuple of 2-D arrays
+        ``WT[l]`` (``l >= 1``) is scratch for ``W[l].T``; ``WT[0]`` is unused.
+    acts, dels : tuples of 2-D arrays
+        Scratch: ``acts[l]`` (``1 <= l < L``) is ``(batch, n[l])``, ``acts[0]``
+        is unused and ``acts[L]`` is ``dels[L - 1]``; ``dels[l]`` is ``(batch, n[l+1])``.
+    images, labels, order : arrays
+        ``(n, 784)`` uint8 (or floats already scaled), ``(n,)`` uint8, and the
+        int64 sample order: step ``s`` takes ``order[s * batch_size:][:batch_size]``.
+    lrs : float64 array
+        Learning rate of each step.
+    momentum, weight_decay, scale : model-dtype scalars
+    nesterov, train : bool
+    probs : 2-D array
+        Without ``train``: ``(len(order), 10)`` receives the probabilities.
+    ws : tuple
+        Scratch from ``numba_backend._buffers``.
+    n_threads : int
+        ``numba.get_num_threads()``, passed in because calling it in compiled
+        code would make the kernels uncacheable.
+
+    Returns
+    -------
+    loss_sum : float
+        Sum of per-sample losses over the epoch, accumulated in float64.
+    correct : int
+        Samples whose prediction matched the label, each before its step's update.
+    """
+    ulist, uband, ucount, xv, band_count, sidx, sval, acc, loss, hit = ws
+    dt = W[0].dtype.type
+    n_layers = len(W)
+    for layer in range(1, n_layers):
+        _transpose_into(WT[layer], W[layer])
+    last = n_layers - 1
+    # Phase B items: 28 bands and the bias of the first layer, then (with a
+    # hidden layer) the last layer's rows and bias.
+    costs = np.empty(N_BANDS + 1 + (W[last].shape[0] + 1 if n_layers > 1 else 0), np.int64)
+    use_momentum = momentum != 0
+    loss_sum = 0.0
+    correct = 0
+    n_total = order.shape[0]
+    for step in range((n_total + batch_size - 1) // batch_size):
+        first = step * batch_size
+        nb = min(batch_size, n_total - first)
+        _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale, True,
+                       not train, probs, ws, n_threads)
+        for q in range(nb):
+            loss_sum += loss[q]
+            correct += hit[q]
+        lr = dt(lrs[step])
+        # Phase B items and their costs in multiply-adds: the first layer's bands
+        # (4 samples per union entry, plus the update), its bias, then the last
+        # layer's rows (about half the units fire) and bias.
+        n1 = W[0].shape[1]
+        for r in range(N_BANDS):
+            costs[r] = (4 * band_count[:, r].sum() + 3 * BAND) * n1
+        costs[N_BANDS] = nb * n1
+        if n_layers > 1:
+            costs[N_BANDS + 1 :] = (nb // 2 + 3) * N_OUT
+            costs[-1] = nb * N_OUT
+        split = _split_costs(costs, n_threads)
+        _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
+                 acts[last], dels[last], W[last], b[last], VW[last], Vb[last], GW[last],
+                 Gb[last], WT[last], n_layers > 1, acc, sidx, sval, split, lr, momentum,
+                 nesterov, weight_decay, use_momentum, train, n_threads)
+        for layer in range(1, last):
+            _update_layer(acts[layer], dels[layer], W[layer], b[layer], VW[layer], Vb[layer],
+                          GW[layer], Gb[layer], WT[layer], nb, acc, sidx, sval, lr, momentum,
+                          nesterov, weight_decay, use_momentum, train, n_threads)
+    return loss_sum, correct
+
+
+@_jit()
+def predict(W, b, WT, acts, dels, images, scale, probs, ws, first, nb, n_threads):
+    """Probabilities of images ``first:first + nb`` into the same rows of ``probs``.
+
+    Leaves the hidden activations (after ReLU) in ``acts[l][:nb]``. Scratch
+    arguments as in :func:`run_batches`, sized for at least ``nb`` samples.
+    """
+    order = np.arange(images.shape[0])
+    no_labels = np.zeros(1, np.uint8)
+    _forward_batch(W, b, WT, acts, dels, images, no_labels, order, first, nb, scale, False, True,
+                   probs, ws, n_threads)

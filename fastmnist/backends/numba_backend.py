@@ -1,0 +1,227 @@
+"""The fast backend: fused, parallel Numba kernels that run a whole epoch per call.
+
+The kernels live in :mod:`fastmnist.backends._numba_kernels` (design notes in
+its docstring); this class shapes the arguments, owns the scratch buffers and
+controls threads. Importing it compiles nothing: each kernel compiles, or loads
+from Numba's on-disk cache, on its first call or in :meth:`NumbaBackend.warmup`.
+
+Threads
+-------
+By default the kernels use Numba's default thread count, which is every core
+(``NUMBA_NUM_THREADS``, itself defaulting to the CPU count).
+:meth:`NumbaBackend.limit_threads` lowers it for a block of code. The thread
+count changes only the speed: no sum is ever split between threads, so every
+sum runs in an order fixed by the data, and weights, losses and probabilities
+are bit-identical for any number of threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+
+from ..errors import InputError
+from ..model import Model
+from ..numerics import N_CLASSES, N_PIXELS, pixel_scale, scale_images
+from ..optim import SGD, Optimizer
+from . import _numba_kernels as kernels
+from ._numba_general import train_epoch_general
+from .augment import EpochOptions
+from .base import BackendBase, EpochResult, Gradients
+
+#: Samples per call of the inference kernel: bounds its scratch to a few MB.
+_PREDICT_CHUNK = 4096
+
+
+def _images(images: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.floating]:
+    """The image array the kernels read, and the factor they scale its values by.
+
+    uint8 pixels are passed as they are and scaled inside the kernels; floats
+    are already scaled and only cast to the model's dtype (a copy only if needed).
+    """
+    if images.dtype == np.uint8:
+        return np.ascontiguousarray(images), pixel_scale(dtype)
+    return np.ascontiguousarray(images, dtype=dtype), dtype.type(1)
+
+
+def _rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Biases as ``(1, n)`` views, so the kernels treat every parameter as a matrix."""
+    return tuple(a.reshape(1, -1) for a in arrays)
+
+
+def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
+    """Scratch for batches of up to ``batch`` samples: ``(WT, acts, dels, ws)``.
+
+    See :func:`fastmnist.backends._numba_kernels.run_batches` for the layout.
+    The first layer works on blocks of four samples, so the buffers it touches
+    have room for ``batch`` rounded up to a multiple of four.
+    """
+    dt, sizes = model.dtype, model.sizes
+    rows = -(-batch // 4) * 4
+    dummy = np.empty((1, 1), dtype=dt)
+    dels = tuple(np.empty((rows, n), dtype=dt) for n in sizes[1:])
+    acts = (dummy, *(np.empty((rows, n), dtype=dt) for n in sizes[1:-1]), dels[-1])
+    wt = (dummy, *(np.empty((n_out, n_in), dtype=dt) for n_in, n_out in
+                   zip(sizes[1:-1], sizes[2:])))
+    width = max([kernels.TILE_GRAD, *sizes[2:]])
+    scratch = max([batch, *sizes[1:]])
+    ws = (
+        np.empty((rows // 4, N_PIXELS), dtype=np.uint32),  # ulist: union pixels per block
+        np.empty((rows // 4, kernels.N_BANDS + 1), dtype=np.int64),  # uband: band starts
+        np.empty(rows // 4, dtype=np.int64),  # ucount: union size per block
+        np.empty((rows // 4, N_PIXELS, 4), dtype=dt),  # xv: the 4 samples' values
+        np.empty((n_threads, kernels.N_BANDS), dtype=np.int64),  # band_count
+        np.empty((n_threads, scratch), dtype=np.uint32),  # sidx: per-thread index lists
+        np.empty((n_threads, scratch), dtype=dt),  # sval
+        np.empty((n_threads * kernels.BAND, width), dtype=dt),  # acc: gradient rows
+        np.empty(batch, dtype=np.float64),  # loss per sample
+        np.empty(batch, dtype=np.int64),  # hit per sample
+    )
+    return wt, acts, dels, ws
+
+
+def _params(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """C-contiguous versions of parameter arrays: the arrays themselves when they already are."""
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def _check_indices(images: np.ndarray, labels: np.ndarray, order: np.ndarray) -> None:
+    """The kernels index without bounds checks: refuse indices that would read out of bounds."""
+    if images.ndim != 2 or images.shape[1] != N_PIXELS:
+        raise InputError(f"images must be (n, {N_PIXELS}), got shape {images.shape}")
+    if len(labels) != len(images):
+        raise InputError(f"{len(labels)} labels for {len(images)} images")
+    if len(labels) and int(labels.max()) >= N_CLASSES:
+        raise InputError(f"labels must be digits 0-{N_CLASSES - 1}")
+    if len(order) and (int(order.min()) < 0 or int(order.max()) >= len(images)):
+        raise InputError(f"order must index the {len(images)} images")
+
+
+class NumbaBackend(BackendBase):
+    """Fused, multi-threaded Numba kernels for CPU training and inference."""
+
+    name = "numba"
+
+    def _predict(self, model: Model, images: np.ndarray, hidden: list[np.ndarray] | None):
+        x, scale = _images(images, model.dtype)  # x is (n, 784)
+        n, n_threads = len(x), numba.get_num_threads()
+        probs = np.empty((n, N_CLASSES), dtype=model.dtype)
+        wt, acts, dels, ws = _buffers(model, min(n, _PREDICT_CHUNK), n_threads)
+        weights, biases = tuple(_params(model.weights)), _rows(_params(model.biases))
+        for first in range(0, n, _PREDICT_CHUNK):
+            nb = min(_PREDICT_CHUNK, n - first)
+            kernels.predict(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb,
+                            n_threads)
+            if hidden is not None:
+                for out, a in zip(hidden, acts[1:-1]):
+                    out[first : first + nb] = a[:nb]
+        return probs
+
+    def predict_proba(self, model: Model, images: np.ndarray) -> np.ndarray:
+        return self._predict(model, images, None)
+
+    def forward(self, model: Model, images: np.ndarray) -> list[np.ndarray]:
+        hidden = [np.empty((len(images), h), dtype=model.dtype) for h in model.hidden]
+        probs = self._predict(model, images, hidden)
+        return [scale_images(images, model.dtype), *hidden, probs]
+
+    def gradients(self, model: Model, images: np.ndarray, labels: np.ndarray) -> Gradients:
+        x, scale = _images(images, model.dtype)  # x is (B, 784)
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        n, dt, n_threads = len(x), model.dtype.type, numba.get_num_threads()
+        order = np.arange(n, dtype=np.int64)
+        _check_indices(x, labels, order)
+        gw = [np.empty_like(w, order="C") for w in model.weights]
+        gb = [np.empty_like(b, order="C") for b in model.biases]
+        probs = np.empty((n, N_CLASSES), dtype=model.dtype)
+        wt, acts, dels, ws = _buffers(model, n, n_threads)
+        # Without training the velocities are never touched: placeholders of the right type.
+        unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
+        loss_sum, _ = kernels.run_batches(
+            tuple(_params(model.weights)), _rows(_params(model.biases)), unused, unused,
+            tuple(gw), _rows(gb), wt, acts, dels, x, labels, order, n, np.zeros(1), dt(0),
+            False, dt(0), scale, False, probs, ws, n_threads,
+        )
+        return Gradients(loss_sum / n, probs, gw, gb)
+
+    def train_epoch(
+        self,
+        model: Model,
+        optimizer: SGD,
+        images: np.ndarray,
+        labels: np.ndarray,
+        order: np.ndarray,
+        batch_size: int,
+        lrs: np.ndarray,
+        options: EpochOptions | None = None,
+    ) -> EpochResult:
+        if not isinstance(optimizer, SGD) or (options is not None and options.active):
+            # Adam and regularisation run in the general kernels; plain SGD, the
+            # common case, in the specialised fast ones below.
+            loss_sum, correct = train_epoch_general(
+                model, optimizer, images, labels, order, batch_size, lrs, options
+            )
+            return EpochResult(loss_sum, correct, len(order))
+        optimizer.init_state(model.weights, model.biases)
+        x, scale = _images(images, model.dtype)  # x is (n, 784)
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        lrs = np.ascontiguousarray(lrs, dtype=np.float64)
+        batch_size = int(batch_size)
+        _check_indices(x, labels, order)
+        if batch_size < 1 or len(lrs) < -(-len(order) // batch_size):
+            raise InputError("need batch_size >= 1 and one learning rate per step")
+        dt, n_threads = model.dtype.type, numba.get_num_threads()
+        wt, acts, dels, ws = _buffers(model, min(batch_size, len(order)), n_threads)
+        # The kernels update C-contiguous arrays in place; any other layout is
+        # trained on a contiguous copy and copied back.
+        originals = [*model.weights, *model.biases, *optimizer.velocity_w, *optimizer.velocity_b]
+        work = _params(originals)
+        n_layers = len(model.weights)
+        w, b, vw, vb = (work[i * n_layers : (i + 1) * n_layers] for i in range(4))
+        # Training never writes gradients out: placeholders of the right type.
+        unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
+        loss_sum, correct = kernels.run_batches(
+            tuple(w), _rows(b), tuple(vw), _rows(vb), unused, unused, wt, acts, dels, x, labels,
+            order, batch_size, lrs, dt(optimizer.momentum), bool(optimizer.nesterov),
+            dt(optimizer.weight_decay), scale, True, np.empty((1, N_CLASSES), dtype=model.dtype),
+            ws, n_threads,
+        )
+        for original, trained in zip(originals, work):
+            if trained is not original:
+                original[...] = trained
+        return EpochResult(float(loss_sum), int(correct), len(order))
+
+    def warmup(
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+    ) -> None:
+        """Compile (or load from the cache) the kernels this configuration uses.
+
+        Trains two steps on copies, so neither ``model`` nor ``optimizer`` changes.
+        The kernels do not depend on ``n_samples``. Regularisation options are
+        not known here: their kernels compile on the first epoch that uses them.
+        """
+        model = model.copy()
+        opt = copy.deepcopy(optimizer)
+        images = np.zeros((2, N_PIXELS), dtype=np.uint8)
+        labels = np.zeros(2, dtype=np.uint8)
+        steps = -(-len(images) // batch_size)
+        self.train_epoch(model, opt, images, labels, np.arange(2), batch_size, np.zeros(steps))
+        self.predict_proba(model, images)
+
+    @contextlib.contextmanager
+    def limit_threads(self, threads: int | None) -> Iterator[None]:
+        """Run the kernels on ``threads`` threads inside the block (None: leave as is)."""
+        if threads is None:
+            yield
+            return
+        before = numba.get_num_threads()
+        numba.set_num_threads(int(threads))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
