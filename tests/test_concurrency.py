@@ -17,8 +17,11 @@ DATA = tiny_dataset(n_train=1000, n_test=300)
 
 
 def _train(backend: str, seed: int):
+    # Numba's thread count is per Python thread; BLAS limits (threadpoolctl, used by
+    # the numpy backend) are process-wide, so concurrent numpy runs must not set them.
+    threads = 1 if backend == "numba" else None
     model, _ = fastmnist.train(DATA, hidden=(24,), epochs=2, batch_size=32, backend=backend,
-                               seed=seed, threads=1, progress=False)
+                               seed=seed, threads=threads, progress=False)
     return model
 
 
