@@ -167,3 +167,19 @@ class ConvertedArrays:
         value = convert(array)
         self._entries[key] = (array, value)
         return value
+
+
+@contextlib.contextmanager
+def scoped_threads(
+    get: Callable[[], int], set_: Callable[[int], None], threads: int | None
+) -> Iterator[None]:
+    """Set a library's thread count for the block and restore it after (None: no change)."""
+    if threads is None:
+        yield
+        return
+    before = get()
+    set_(int(threads))
+    try:
+        yield
+    finally:
+        set_(before)

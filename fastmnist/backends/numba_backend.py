@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
 
 import numba
 import numpy as np
@@ -31,7 +30,7 @@ from ..optim import SGD, Optimizer
 from . import _numba_kernels as kernels
 from ._numba_general import train_epoch_general
 from .augment import EpochOptions
-from .base import BackendBase, EpochResult, Gradients
+from .base import BackendBase, EpochResult, Gradients, scoped_threads
 
 #: Samples per call of the inference kernel: bounds its scratch to a few MB.
 _PREDICT_CHUNK = 4096
@@ -213,15 +212,6 @@ class NumbaBackend(BackendBase):
         self.train_epoch(model, opt, images, labels, np.arange(2), batch_size, np.zeros(steps))
         self.predict_proba(model, images)
 
-    @contextlib.contextmanager
-    def limit_threads(self, threads: int | None) -> Iterator[None]:
+    def limit_threads(self, threads: int | None) -> contextlib.AbstractContextManager[None]:
         """Run the kernels on ``threads`` threads inside the block (None: leave as is)."""
-        if threads is None:
-            yield
-            return
-        before = numba.get_num_threads()
-        numba.set_num_threads(int(threads))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(before)
+        return scoped_threads(numba.get_num_threads, numba.set_num_threads, threads)

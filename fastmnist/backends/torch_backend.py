@@ -16,7 +16,6 @@ exactly as the reference's do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, scale_images
 from ..optim import SGD
 from .augment import EpochOptions
-from .base import BackendBase, ConvertedArrays, EpochResult, Gradients
+from .base import BackendBase, ConvertedArrays, EpochResult, Gradients, scoped_threads
 
 # Rows per chunk in predict_proba: bounds the float copy of the input whatever n is.
 _PREDICT_CHUNK = 8192
@@ -224,15 +223,6 @@ class TorchBackend(BackendBase):
         # Straight to _epoch: a dummy batch must not take a slot in the data cache.
         self._epoch(scratch, opt, x, y, np.arange(batch_size), batch_size, np.zeros(1))
 
-    @contextlib.contextmanager
-    def limit_threads(self, threads: int | None) -> Iterator[None]:
+    def limit_threads(self, threads: int | None) -> contextlib.AbstractContextManager[None]:
         """Set ``torch.set_num_threads(threads)`` inside the context, then restore it."""
-        if threads is None:
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        return scoped_threads(torch.get_num_threads, torch.set_num_threads, threads)
