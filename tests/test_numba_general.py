@@ -30,6 +30,15 @@ Both sides see exactly the same dropout masks (the same hash), shifts and
 labels; a ReLU unit sitting within rounding of zero could still flip its mask
 and change a gradient, which is why the examples are derandomised: a drawn
 case that passes once passes every time.
+
+Threads
+-------
+The comparisons run on one Numba thread with the work split into two shares
+(``n_threads=2``), so they exercise the split logic without needing a free
+core: on a shared machine a parallel region waits for its slowest thread, and
+a descheduled one stalls every phase. The kernel's results do not depend on
+the thread count, which ``test_bit_identical_for_any_thread_count`` checks
+with one and two real threads and an uneven split into three shares.
 """
 
 from __future__ import annotations
@@ -65,6 +74,14 @@ OPTIMIZERS = {
     "adamw": (lambda dt: Adam(weight_decay=5e-2, decoupled=True, eps=_adam_eps(dt)),
               (1e-3, 1e-2)),
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
 
 
 def _adam_eps(dtype: str) -> float:
@@ -104,7 +121,8 @@ def _compare(hidden, dtype, opt_name, dropout, smoothing, shift, batch, n, seed)
         hidden, dtype, opt_name, dropout, smoothing, shift, batch, n, seed)
     ours_model = model.copy()
     ref = NumpyBackend().train_epoch(model, opt_ref, x, y, order, batch, lrs, options)
-    loss_sum, correct = train_epoch_general(ours_model, opt, x, y, order, batch, lrs, options)
+    loss_sum, correct = train_epoch_general(ours_model, opt, x, y, order, batch, lrs, options,
+                                            n_threads=2)
     rtol = RTOL[dtype]
     for i, (a, b) in enumerate(zip(ours_model.parameters(), model.parameters())):
         _assert_close(f"param {i}", a, b, rtol)
@@ -185,12 +203,8 @@ def test_bit_identical_for_any_thread_count(dtype, opt_name):
         model, _, opt, x, y, order, batch, lrs, options = _case(
             (40, 33), dtype, opt_name, 0.3, 0.1, 2, 9, 58, 11)
         if threads <= numba.config.NUMBA_NUM_THREADS:
-            before = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                out = train_epoch_general(model, opt, x, y, order, batch, lrs, options)
-            finally:
-                numba.set_num_threads(before)
+            numba.set_num_threads(threads)  # the autouse fixture restores it
+            out = train_epoch_general(model, opt, x, y, order, batch, lrs, options)
         else:  # more shares than threads: the split alone changes
             out = train_epoch_general(model, opt, x, y, order, batch, lrs, options,
                                       n_threads=threads)
@@ -220,3 +234,19 @@ def test_import_compiles_nothing():
         "assert len(ds) >= 7 and not any(d.signatures for d in ds), ds\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("bad", ["label", "order", "batch"])
+def test_bad_indices_raise_before_the_kernel(bad):
+    model = Model.initialize((5,), dtype="float32", rng=0)
+    x, y = blobs(8)
+    order, batch = np.arange(8), 4
+    if bad == "label":
+        y = y.astype(np.int64)
+        y[3] = 10
+    elif bad == "order":
+        order = order + 1
+    else:
+        batch = 0
+    with pytest.raises(ValueError):
+        train_epoch_general(model, SGD(), x, y, order, batch, np.ones(2))

@@ -209,17 +209,13 @@ def _update(P, S1, S2, r, j0, j1, acc, t, kind, decay, lr, mom, wd, b1, b2, omb1
     moments (Adam); state a rule does not use is not touched.
     """
     ja, jb = np.uint64(j0), np.uint64(j1)
+    # Without decay, g + 0 * p == g for finite p: one loop serves both cases.
+    wdr = wd if decay else P.dtype.type(0)
     if kind == KIND_SGD:
-        if decay:
-            for j in range(ja, jb):
-                P[r, j] -= lr * (acc[t, j - ja] + wd * P[r, j])
-        else:
-            for j in range(ja, jb):
-                P[r, j] -= lr * acc[t, j - ja]
+        for j in range(ja, jb):
+            P[r, j] -= lr * (acc[t, j - ja] + wdr * P[r, j])
     elif kind == KIND_MOMENTUM or kind == KIND_NESTEROV:
-        nesterov = kind == KIND_NESTEROV
-        wdr = wd if decay else P.dtype.type(0)  # g + 0 * p == g for finite p
-        if nesterov:
+        if kind == KIND_NESTEROV:
             for j in range(ja, jb):
                 g = acc[t, j - ja] + wdr * P[r, j]
                 v = S1[r, j] * mom + g
@@ -509,6 +505,24 @@ def _grad_update(A, D, W, bias, S1, S2, S1b, S2b, WT, keep_t, nb, clist, cval, a
 
 
 @_jit()
+def _transpose_into(WT, W):
+    """``WT[:, :] = W.T``, written out: a slice assignment drags in string code at compile time."""
+    n_in, n_out = W.shape
+    for i in range(n_in):
+        for j in range(n_out):
+            WT[j, i] = W[i, j]
+
+
+@_jit()
+def _zero_rows(Z, first):
+    """``Z[first:] = 0``."""
+    zero = Z.dtype.type(0)
+    for b in range(first, Z.shape[0]):
+        for j in range(Z.shape[1]):
+            Z[b, j] = zero
+
+
+@_jit()
 def _run_epoch(
     W, B, S1W, S1B, S2W, S2B, WT, acts, dels, ulist, uval, ucnt, clist, cval, acc, loss, hit,
     images, labels, order, shifts, has_shifts, batch_size, hps, kind, scale, use_dropout, seed,
@@ -571,7 +585,7 @@ def _run_epoch(
     """
     n_layers = len(W)
     for k in range(1, n_layers):
-        WT[k][:, :] = W[k].T
+        _transpose_into(WT[k], W[k])
     loss_sum = 0.0
     correct = 0
     n_total = order.shape[0]
@@ -587,7 +601,7 @@ def _run_epoch(
             n_in, n_out = W[k].shape
             _forward(W[k], B[k], ulist, uval, ucnt, acts[k + 1], nb, n_threads)
         _output(acts[n_layers], labels, order, first, nb, smooth, on, off, loss, hit, n_threads)
-        acts[n_layers][nb:, :] = 0  # the padding of a partial block adds nothing backwards
+        _zero_rows(acts[n_layers], nb)  # the padding of a partial block adds nothing backwards
         for q in range(nb):
             loss_sum += loss[q]
             correct += hit[q]
@@ -722,6 +736,8 @@ def train_epoch_general(
     dtype = model.dtype
     dt = dtype.type
     n_total, batch_size = len(order), int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if n_total == 0:
         return 0.0, 0
     n_steps = -(-n_total // batch_size)
@@ -750,8 +766,19 @@ def train_epoch_general(
     else:
         s1w, s1b, s2w, s2b = optimizer.m_w, optimizer.m_b, optimizer.v_w, optimizer.v_b
     eps = float(opts.label_smoothing)
-    y = np.ascontiguousarray(labels, dtype=np.uint8)
+    # The kernels index without bounds checks: a bad index must fail here, not corrupt memory.
     sample_order = np.ascontiguousarray(order, dtype=np.int64)
+    if sample_order.min() < 0 or sample_order.max() >= len(x) or x.shape[1:] != (N_PIXELS,):
+        raise ValueError("order must index the rows of a (n, 784) image array")
+    y = np.ascontiguousarray(labels, dtype=np.uint8)
+    used = np.asarray(labels)[sample_order] if len(y) == len(x) else y
+    if len(y) != len(x) or used.min() < 0 or used.max() >= N_CLASSES:
+        raise ValueError("labels must be one integer in 0-9 per image")
+    # In-place updates need the very arrays the model and optimizer hold.
+    for a in [*model.parameters(), *optimizer.state_arrays()]:
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            raise ValueError("parameters and optimizer state must be C-contiguous "
+                             f"{dtype.name} arrays")
     loss_sum, correct = _run_epoch(
         tuple(model.weights), _rows(model.biases), tuple(s1w), _rows(s1b), tuple(s2w),
         _rows(s2b), *scratch,

@@ -247,8 +247,11 @@ def _bias_grad(D, nb, acc, c, j0, j1):
 @_jit(inline=True)
 def _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr, momentum, nesterov,
                weight_decay, use_momentum, train):
-    """Row ``i`` of a later layer: ``sum_b A[b, i] D[b]`` over the samples where unit
-    ``i`` fired, into ``acc[c]``, then its update, then its copy into ``WT``."""
+    """Row ``i`` of a later layer: gradient into ``acc[c]``, update, copy into ``WT``.
+
+    The gradient ``sum_b A[b, i] D[b]`` runs over the samples where unit ``i``
+    fired only, in ascending order, four rows of ``D`` per pass.
+    """
     zero = W.dtype.type(0)
     m = np.uint64(0)  # unsigned: see _relu_gather
     for b in range(nb):
@@ -501,13 +504,20 @@ def _phase_a(
         if do_first:
             for r in range(N_BANDS):
                 band_count[t, r] = 0
+            # A layer of one slab does each block right after gathering it, while
+            # its lists are in L1; a wider one goes slab by slab over all blocks,
+            # so that each slab of W0 serves every block while in L2.
+            one_slab = n_out <= TILE
             for q in range(q_lo, q_hi):
                 _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv,
                               band_count, t, q)
-            # Column slab by column slab, so the slab of W0 serves every block.
-            for j0 in range(0, n_out, TILE):
-                for q in range(q_lo, q_hi):
-                    _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, j0, min(j0 + TILE, n_out))
+                if one_slab:
+                    _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, 0, n_out)
+            if not one_slab:
+                for j0 in range(0, n_out, TILE):
+                    for q in range(q_lo, q_hi):
+                        _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, j0,
+                                           min(j0 + TILE, n_out))
         if do_output:
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
                 _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
@@ -550,14 +560,14 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
 @_jit(parallel=True)
 def _phase_b(
     nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, W, bias, VW, Vb, GW, Gb, WT,
-    do_last, acc, sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train,
-    n_threads,
+    acc, sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train, n_threads,
 ):
     """Phase B over parameter rows: gradients and SGD (or, without ``train``, gradients out).
 
     Items, in order: the first layer's 28 bands (:func:`_first_layer_band`), its
-    bias, then with ``do_last`` the rows of the last layer ``W`` and its bias
-    (:func:`_layer_row`; ``A`` and ``D`` are that layer's input and delta).
+    bias, then, if ``split`` reaches that far (networks with a hidden layer), the
+    rows of the last layer ``W`` and its bias (:func:`_layer_row`; ``A`` and ``D``
+    are that layer's input and delta).
     Thread ``t`` does items ``split[t]:split[t + 1]``.
     """
     n_out0 = W0.shape[1]
@@ -718,21 +728,23 @@ def run_batches(
             loss_sum += loss[q]
             correct += hit[q]
         lr = dt(lrs[step])
-        # Phase B items and their costs in multiply-adds: the first layer's bands
-        # (4 samples per union entry, plus the update), its bias, then the last
-        # layer's rows (about half the units fire) and bias.
+        # Phase B items and their estimated costs, in units of one multiply-add
+        # (weights measured on MNIST): a band of the first layer costs 4 per union
+        # entry and column (four samples) plus 6 per parameter it updates (a
+        # memory-bound read-modify-write of weight and velocity); a row of the
+        # last layer is dominated by gathering its column of activations.
         n1 = W[0].shape[1]
         for r in range(N_BANDS):
-            costs[r] = (4 * band_count[:, r].sum() + 3 * BAND) * n1
+            costs[r] = (4 * band_count[:, r].sum() + 6 * BAND) * n1
         costs[N_BANDS] = nb * n1
         if n_layers > 1:
-            costs[N_BANDS + 1 :] = (nb // 2 + 3) * N_OUT
+            costs[N_BANDS + 1 :] = 6 * nb * N_OUT
             costs[-1] = nb * N_OUT
         split = _split_costs(costs, n_threads)
         _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
                  acts[last], dels[last], W[last], b[last], VW[last], Vb[last], GW[last],
-                 Gb[last], WT[last], n_layers > 1, acc, sidx, sval, split, lr, momentum,
-                 nesterov, weight_decay, use_momentum, train, n_threads)
+                 Gb[last], WT[last], acc, sidx, sval, split, lr, momentum, nesterov,
+                 weight_decay, use_momentum, train, n_threads)
         for layer in range(1, last):
             _update_layer(acts[layer], dels[layer], W[layer], b[layer], VW[layer], Vb[layer],
                           GW[layer], Gb[layer], WT[layer], nb, acc, sidx, sval, lr, momentum,
