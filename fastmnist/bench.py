@@ -50,6 +50,33 @@ class BenchConfig:
         return f"{sizes} b{self.batch_size} {self.dtype}"
 
 
+#: Seconds of untimed short epochs a backend runs right before each timed one:
+#: on this VM a parallel kernel started after an idle pause ran its first
+#: epoch up to 1.5x slower (cores parked by the hypervisor, pools asleep).
+WAKE_SECONDS = 0.05
+
+
+def _settle(previous: Any) -> None:
+    """Idle until the thread pools of the backend timed last have stopped spinning.
+
+    On two cores a pool left spinning steals a core from the next backend:
+    measured here, Numba's 784-10-10 epoch ran at 0.4-0.6M samples/s right
+    after NumPy's BLAS and at 0.9M alone.
+    """
+    if previous is not None:
+        time.sleep(previous.spin_seconds)
+
+
+def _wake(backend: Any, model: Model, train_x: np.ndarray, train_y: np.ndarray,
+          order: np.ndarray, batch_size: int, lrs: np.ndarray) -> None:
+    """Run short untimed epochs for :data:`WAKE_SECONDS` (see there)."""
+    few = order[: 4 * batch_size]
+    start = time.perf_counter()
+    while time.perf_counter() - start < WAKE_SECONDS:
+        backend.train_epoch(model.copy(), SGD(), train_x, train_y, few, batch_size,
+                            lrs[: -(-len(few) // batch_size)])
+
+
 def train_flops_per_sample(sizes: Sequence[int], batch_size: int) -> float:
     """Dense floating-point operations per training sample.
 
@@ -188,7 +215,9 @@ def run_benchmark(
     and runs one untimed epoch and prediction (a burn-in); then for ``repeats``
     rounds each backend in turn trains one epoch from the same initial weights
     over the same permutation, runs ``step_repeats`` single train steps, and
-    predicts the test set.
+    predicts the test set. Before its timed work a backend waits until the
+    previous one's thread pools have stopped spinning (:func:`_settle`) and
+    wakes its own (:func:`_wake`); neither is timed.
 
     Parameters
     ----------
@@ -235,6 +264,7 @@ def run_benchmark(
     train_x, train_y = data.train.images, data.train.labels
     test_x = data.test.images
     n = len(train_x) if train_samples is None else min(train_samples, len(train_x))
+    previous = None
     for cfg in configs:
         resolve_dtype(cfg.dtype)
         rng = np.random.default_rng(seed)
@@ -265,11 +295,15 @@ def run_benchmark(
                 backend.train_epoch(model0.copy(), SGD(momentum), train_x, train_y, order,
                                     cfg.batch_size, lrs)
                 backend.predict_proba(model0, test_x)
+            previous = backend
         for r in range(repeats):
             for name in names:
                 say(f"{cfg.label}: {name} round {r + 1}/{repeats}")
                 backend = get_backend(name)
+                _settle(previous)
+                previous = backend
                 with backend.limit_threads(threads):
+                    _wake(backend, model0, train_x, train_y, order, cfg.batch_size, lrs)
                     model, opt = model0.copy(), SGD(momentum)
                     t0 = time.perf_counter()
                     backend.train_epoch(model, opt, train_x, train_y, order, cfg.batch_size, lrs)

@@ -62,6 +62,9 @@ class Backend(Protocol):
     """
 
     name: str
+    #: Seconds the worker threads this backend uses may keep spinning after a
+    #: call returns; a benchmark idles this long before timing another backend.
+    spin_seconds: float
 
     def predict_proba(self, model: Model, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities, ``(n, 10)`` in the model's dtype."""
@@ -115,6 +118,8 @@ class BackendBase:
     """Defaults shared by the concrete backends."""
 
     name = "base"
+    # OpenMP pools (Numba's, torch's) and XLA's spin for well under this.
+    spin_seconds = 0.3
 
     def warmup(
         self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None

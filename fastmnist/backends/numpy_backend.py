@@ -122,6 +122,9 @@ class NumpyBackend(BackendBase):
     """Reference implementation in vectorised NumPy."""
 
     name = "numpy"
+    # OpenBLAS's idle threads poll (sched_yield) for about a second: measured
+    # here, Numba's next epoch ran at 0.6x its speed after 0.3 s, at full speed after 1.5 s.
+    spin_seconds = 1.5
 
     def forward(self, model: Model, images: np.ndarray) -> list[np.ndarray]:
         zs, acts = _forward_all(model, scale_images(images, model.dtype))
