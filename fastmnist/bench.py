@@ -9,6 +9,7 @@ warm-up time is measured apart from throughput.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -481,7 +482,7 @@ def time_to_accuracy(
             "target": target,
             "reached": sum(r["reached"] for r in rs),
             "runs": len(rs),
-            "train_seconds": _median_min_max([r["train_seconds"] for r in rs]),
+            "train_seconds": _seconds_to_target(rs),
             "epochs": statistics.median(r["epochs"] for r in rs),
             "test_accuracy": statistics.median(r["test_accuracy"] for r in rs),
             "eval_seconds": statistics.median(r["eval_seconds"] for r in rs),
@@ -492,22 +493,41 @@ def time_to_accuracy(
     return result
 
 
+def _seconds_to_target(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Median, min and max training seconds to the target over ``runs``.
+
+    A run that missed the target counts as never reaching it (infinitely slow),
+    so a median is only a time if most runs got there; None stands for never.
+    """
+    times = [r["train_seconds"] if r["reached"] else math.inf for r in runs]
+    stats = {"median": statistics.median(times), "min": min(times), "max": max(times)}
+    return {k: (v if math.isfinite(v) else None) for k, v in stats.items()}
+
+
+def _fmt_seconds(value: float | None, width: int) -> str:
+    return f"{value:>{width}.2f}" if value is not None else f"{'never':>{width}}"
+
+
 def format_time_to_accuracy(result: BenchResult) -> str:
     """The table ``fastmnist bench --to-accuracy`` prints."""
     target = result.settings["target"]
-    fastest = min(r["train_seconds"]["median"] for r in result.rows)
+    medians = [r["train_seconds"]["median"] for r in result.rows]
+    fastest = min((m for m in medians if m is not None), default=None)
     header = (f"{'backend':<8} {'reached':>8} {'train s median (min-max)':>26} {'x fastest':>10} "
               f"{'epochs':>7} {'test acc':>9} {'eval s':>7} {'compile s':>9}  recipe")
     lines = [f"time to {target:.2%} test accuracy (median over seeds "
              f"{result.settings['seeds']})", header, "-" * len(header)]
     for r in result.rows:
         t, rc = r["train_seconds"], r["recipe"]
+        vs_fastest = (f"{t['median'] / fastest:>9.2f}x" if t["median"] is not None
+                      and fastest else f"{'-':>10}")
         recipe = (f"{'-'.join(str(h) for h in rc['hidden'])} b{rc['batch_size']} "
                   f"{rc['optimizer']} lr {rc['lr']:g} {rc['schedule']} ≤{rc['epochs']} ep")
         lines.append(
             f"{r['backend']:<8} {r['reached']:>4}/{r['runs']:<3} "
-            f"{t['median']:>9.2f} ({t['min']:>6.2f}-{t['max']:>6.2f})    "
-            f"{t['median'] / fastest:>9.2f}x {r['epochs']:>7g} {r['test_accuracy']:>9.2%} "
+            f"{_fmt_seconds(t['median'], 9)} ({_fmt_seconds(t['min'], 6)}-"
+            f"{_fmt_seconds(t['max'], 6)})    {vs_fastest} {r['epochs']:>7g} "
+            f"{r['test_accuracy']:>9.2%} "
             f"{r['eval_seconds']:>7.2f} {r['compile_seconds']:>9.2f}  {recipe}"
         )
     for name, why in result.skipped.items():

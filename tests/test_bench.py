@@ -79,3 +79,18 @@ def test_bench_command_json_and_plot(mnist_dir, tmp_path):
     out = json.loads(proc.stdout)
     assert out["rows"][0]["backend"] == "numpy" and out["machine"]["cores"] >= 1
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_time_to_accuracy_counts_a_missed_target_as_never():
+    # 99.9% on the tiny set within one epoch of a 4-unit network is out of reach.
+    result = time_to_accuracy(
+        tiny_dataset(), target=0.999, backends=["numpy"], seeds=[0, 1, 2],
+        recipe=dict(hidden=(4,), epochs=1, batch_size=32, lr=0.01, schedule="constant"),
+    )
+    (row,) = result.rows
+    assert row["reached"] == 0
+    assert row["train_seconds"] == {"median": None, "min": None, "max": None}
+    assert all(r["train_seconds"] > 0 for r in row["per_seed"])
+    table = format_time_to_accuracy(result)
+    assert "never" in table
+    json.dumps(result.to_dict(), allow_nan=False)
