@@ -456,8 +456,11 @@ def time_to_accuracy(
     )
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     test = (data.test.images, data.test.labels)
+    previous = None
     for seed in seeds:
         for name in names:
+            if name in result.skipped:
+                continue
             settings = {**base_recipe, **(recipes or {}).get(name, {}), "seed": seed,
                         "backend": name, "threads": threads}
             say(f"to {target:.2%}: {name}, seed {seed}")
@@ -465,7 +468,13 @@ def time_to_accuracy(
                 TrainConfig(**settings), progress=False,
                 callbacks=[lambda r, m: r["test_accuracy"] >= target],
             )
-            history = trainer.fit(data.train.images, data.train.labels, test)
+            _settle(previous)
+            previous = trainer.backend
+            try:
+                history = trainer.fit(data.train.images, data.train.labels, test)
+            except ConfigError as exc:  # e.g. a peer without augmentation
+                result.skipped[name] = str(exc)
+                continue
             reached = history[-1]["test_accuracy"] >= target
             runs[name].append({
                 "seed": seed, "reached": reached, "epochs": len(history),
@@ -477,6 +486,8 @@ def time_to_accuracy(
             })
     for name in names:
         rs = runs[name]
+        if not rs:
+            continue
         result.rows.append({
             "backend": name,
             "target": target,

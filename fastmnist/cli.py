@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--preset", choices=sorted(PRESETS),
-                   help="a named recipe (fast98, best, notebook); other flags override it")
+                   help="a named recipe (fast98, fast985, best, notebook); other flags override it")
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"default {d.optimizer}")
     t.add_argument("--momentum", type=float, help=f"default {d.momentum}")
     t.add_argument("--nesterov", action=argparse.BooleanOptionalAction,

@@ -94,3 +94,14 @@ def test_time_to_accuracy_counts_a_missed_target_as_never():
     table = format_time_to_accuracy(result)
     assert "never" in table
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_time_to_accuracy_skips_a_peer_that_cannot_run_the_recipe():
+    pytest.importorskip("torch")
+    result = time_to_accuracy(
+        tiny_dataset(), target=0.5, backends=["numpy", "torch"], seeds=[0],
+        recipe=dict(hidden=(8,), epochs=1, batch_size=32, lr=0.05, augment=1),
+    )
+    assert [r["backend"] for r in result.rows] == ["numpy"]
+    assert "augmentation" in result.skipped["torch"]
+    assert "skipped: torch" in format_time_to_accuracy(result)

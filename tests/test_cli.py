@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from fastmnist.train.presets import PRESETS
+
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -71,3 +73,21 @@ def test_train_json_reports_every_documented_key(mnist_dir):
     assert out["hidden"] == [32] and out["backend"] == "numpy" and out["epochs"] == 1
     assert out["test_accuracy"] > 0.85 and len(out["history"]) == 1
     assert "test accuracy" in proc.stderr  # the human line moved to stderr
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_settings_are_resolved_and_flags_override_them(preset, fake_mnist_dir):
+    proc = run(
+        "train", "--preset", preset, "--epochs", "1", "--lr", "0.01", "--backend", "numpy",
+        "--json", "--quiet", "--data", str(fake_mnist_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["preset"] == preset
+    expected = {**PRESETS[preset], "epochs": 1, "lr": 0.01, "backend": "numpy"}
+    for key, value in expected.items():
+        want = list(value) if isinstance(value, tuple) else value
+        assert out[key] == want, key
+    # Settings the preset leaves alone are reported too, at their defaults.
+    for key in ("weight_decay", "seed", "dtype", "validation", "warmup_epochs"):
+        assert key in out, key

@@ -15,10 +15,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The fastest recipe to 98% test accuracy on MNIST.
     "fast98": dict(hidden=(256,), epochs=5, batch_size=64, lr=0.05, optimizer="sgd",
                    momentum=0.9, schedule="onecycle", label_smoothing=0.0),
-    # The best accuracy within about a minute of training. Not yet tuned or timed.
-    "best": dict(hidden=(1024, 1024), epochs=30, batch_size=128, lr=0.05, optimizer="sgd",
-                 momentum=0.9, nesterov=True, schedule="onecycle", dropout=0.2, augment=2,
-                 weight_decay=1e-4, label_smoothing=0.1),
+    # The fastest recipe to 98.5%: a wider layer, one-pixel shifts, label smoothing.
+    "fast985": dict(hidden=(512,), epochs=10, batch_size=64, lr=0.05, optimizer="sgd",
+                    momentum=0.9, schedule="onecycle", augment=1, label_smoothing=0.1),
+    # The best accuracy within about a minute of training on two cores.
+    "best": dict(hidden=(1024,), epochs=35, batch_size=64, lr=0.05, optimizer="sgd",
+                 momentum=0.9, schedule="onecycle", dropout=0.2, augment=2,
+                 label_smoothing=0.1),
     # The original notebook's 784-10-10 network, trained our way.
     "notebook": dict(hidden=(10,), epochs=10, batch_size=32, lr=0.05, optimizer="sgd",
                      momentum=0.9, schedule="cosine"),
