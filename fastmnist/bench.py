@@ -515,6 +515,11 @@ def _seconds_to_target(runs: Sequence[dict[str, Any]]) -> dict[str, float | None
     return {k: (v if math.isfinite(v) else None) for k, v in stats.items()}
 
 
+#: Regularisers a to-accuracy table names when a recipe uses them.
+_RECIPE_EXTRAS = (("augment", "shift ±px"), ("dropout", "dropout"),
+                  ("label_smoothing", "smoothing"), ("weight_decay", "wd"))
+
+
 def _fmt_seconds(value: float | None, width: int) -> str:
     return f"{value:>{width}.2f}" if value is not None else f"{'never':>{width}}"
 
@@ -534,6 +539,8 @@ def format_time_to_accuracy(result: BenchResult) -> str:
                       and fastest else f"{'-':>10}")
         recipe = (f"{'-'.join(str(h) for h in rc['hidden'])} b{rc['batch_size']} "
                   f"{rc['optimizer']} lr {rc['lr']:g} {rc['schedule']} ≤{rc['epochs']} ep")
+        extras = [f"{label} {rc[key]:g}" for key, label in _RECIPE_EXTRAS if rc.get(key)]
+        recipe = ", ".join([recipe, *extras])
         lines.append(
             f"{r['backend']:<8} {r['reached']:>4}/{r['runs']:<3} "
             f"{_fmt_seconds(t['median'], 9)} ({_fmt_seconds(t['min'], 6)}-"
