@@ -352,3 +352,18 @@ def test_one_mnist_epoch_predicts_like_the_reference():
         predictions.append(backend.predict_proba(m, data.test.images).argmax(axis=1))
     agreement = float((predictions[0] == predictions[1]).mean())
     assert agreement >= 0.999, agreement
+
+
+def test_dense_inputs_are_predicted_through_blas():
+    # The kernel's own dense path is checked through forward() above; here the
+    # dispatch: sparse images take the kernel, mostly nonzero ones the reference.
+    from fastmnist.backends import numba_backend as nb_module
+
+    rng = np.random.default_rng(5)
+    model = Model.initialize((16,), dtype="float64", rng=5)
+    sparse, dense = _images(rng, 300, "mnist"), _images(rng, 300, "dense")
+    assert not nb_module._mostly_nonzero(sparse) and nb_module._mostly_nonzero(dense)
+    np.testing.assert_array_equal(numba_backend.predict_proba(model, dense),
+                                  numpy_backend.predict_proba(model, dense))
+    assert_close("predict_proba", numba_backend.predict_proba(model, sparse),
+                 numpy_backend.predict_proba(model, sparse), "float64", _sum_length(model, 0))
