@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
                    help="with --to-accuracy: one run per seed (default 0,1,2)")
     _add_data_args(b)
+    b.add_argument("--no-zeros", action="store_true",
+                   help="replace every pixel by a random value in 1-255 (dense inputs)")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.add_argument("--plot", metavar="PNG", help="write a bar chart (needs the plot extra)")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -276,7 +278,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .backends import available_backends
-    from .bench import DEFAULT_CONFIGS, BenchConfig, format_table, plot_result, run_benchmark
+    from .bench import (
+        DEFAULT_CONFIGS,
+        BenchConfig,
+        format_table,
+        plot_result,
+        run_benchmark,
+        without_zeros,
+    )
     from .data import load_dataset
 
     if args.hidden is None and args.batch_size is None:
@@ -291,6 +300,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         _require_plotting()
     data = load_dataset(args.dataset, data_dir=args.data)
+    if args.no_zeros:
+        if args.to_accuracy is not None:
+            raise ConfigError("--no-zeros measures throughput; it cannot go with --to-accuracy")
+        data = without_zeros(data)
 
     def progress(message: str) -> None:
         if not args.quiet:

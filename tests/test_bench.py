@@ -105,3 +105,20 @@ def test_time_to_accuracy_skips_a_peer_that_cannot_run_the_recipe():
     assert [r["backend"] for r in result.rows] == ["numpy"]
     assert "augmentation" in result.skipped["torch"]
     assert "skipped: torch" in format_time_to_accuracy(result)
+
+
+def test_without_zeros_keeps_shapes_and_labels_and_removes_every_zero():
+    from fastmnist.bench import without_zeros
+
+    data = tiny_dataset()
+    dense = without_zeros(data)
+    for before, after in ((data.train, dense.train), (data.test, dense.test)):
+        assert after.images.shape == before.images.shape
+        assert after.images.min() >= 1
+        assert (after.labels == before.labels).all()
+
+
+def test_bench_no_zeros_cannot_time_accuracy(fake_mnist_dir):
+    proc = run("bench", "--no-zeros", "--to-accuracy", "0.9", "--data", str(fake_mnist_dir))
+    assert proc.returncode == 2 and "--no-zeros" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
