@@ -299,10 +299,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     configs = [BenchConfig(h, b, dt) for dt in args.dtype for h, b in shapes]
     if args.plot:
         _require_plotting()
+    if args.no_zeros and args.to_accuracy is not None:
+        raise ConfigError("--no-zeros measures throughput; it cannot go with --to-accuracy")
     data = load_dataset(args.dataset, data_dir=args.data)
     if args.no_zeros:
-        if args.to_accuracy is not None:
-            raise ConfigError("--no-zeros measures throughput; it cannot go with --to-accuracy")
         data = without_zeros(data)
 
     def progress(message: str) -> None:
