@@ -44,3 +44,17 @@ def test_one_model_predicting_from_several_threads(backend):
         results = list(pool.map(lambda _: model.predict_proba(images, backend=backend), range(8)))
     for probs in results:
         np.testing.assert_array_equal(probs, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_predicting_with_models_of_different_shapes(backend):
+    # The numba backend keeps each thread's inference scratch between calls: a
+    # shape change, or another thread, must never see a stale or shared buffer.
+    models = [fastmnist.Model.initialize(h, rng=i) for i, h in enumerate([(8,), (40,), (8, 6)])]
+    images = DATA.test.images
+    expected = [m.predict_proba(images, backend=backend) for m in models]
+    jobs = [i % len(models) for i in range(12)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda i: models[i].predict_proba(images, backend=backend), jobs))
+    for i, probs in zip(jobs, results):
+        np.testing.assert_array_equal(probs, expected[i])
