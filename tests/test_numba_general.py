@@ -250,3 +250,21 @@ def test_bad_indices_raise_before_the_kernel(bad):
         batch = 0
     with pytest.raises(ValueError):
         train_epoch_general(model, SGD(), x, y, order, batch, np.ones(2))
+
+
+def test_warmup_builds_the_general_kernels_for_regularised_epochs():
+    # A fresh process, so that nothing else compiled the kernel first.
+    code = (
+        "import numpy as np\n"
+        "import fastmnist.backends._numba_general as g\n"
+        "from fastmnist import Model, get_backend\n"
+        "from fastmnist.backends.augment import EpochOptions\n"
+        "from fastmnist.optim import SGD\n"
+        "model = Model.initialize((6,), dtype='float32', rng=0)\n"
+        "before = [p.copy() for p in model.parameters()]\n"
+        "opts = EpochOptions(dropout=0.2, shifts=np.zeros((5, 2), np.int8))\n"
+        "get_backend('numba').warmup(model, SGD(0.9), 4, options=opts)\n"
+        "assert g._run_epoch.signatures\n"
+        "assert all((a == b).all() for a, b in zip(before, model.parameters()))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

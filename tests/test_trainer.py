@@ -146,3 +146,22 @@ def test_validation_split_and_early_stopping_keep_the_best_epoch():
     assert trainer.best_epoch == best + 1
     with pytest.raises(ConfigError, match="validation"):
         TrainConfig(patience=3)
+
+
+def test_warmup_is_told_the_regularisation_without_drawing_from_the_generator(monkeypatch):
+    data = tiny_dataset()
+    seen = []
+    config = TrainConfig(hidden=(8,), epochs=1, batch_size=32, dropout=0.1, augment=1,
+                         label_smoothing=0.1, backend="numpy")
+    trainer = Trainer(config, progress=False)
+    monkeypatch.setattr(trainer.backend, "warmup",
+                        lambda *args, **kw: seen.append(args[4] if len(args) > 4 else kw))
+    trainer.fit(data.train.images, data.train.labels)
+    (options,) = seen
+    assert options.dropout == 0.1 and options.label_smoothing == 0.1
+    assert options.shifts is not None
+    # The same run without the warm-up hook draws the same numbers: same weights.
+    plain = Trainer(config, progress=False)
+    plain.fit(data.train.images, data.train.labels)
+    for a, b in zip(trainer.model.parameters(), plain.model.parameters()):
+        np.testing.assert_array_equal(a, b)

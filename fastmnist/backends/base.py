@@ -100,12 +100,14 @@ class Backend(Protocol):
         ...
 
     def warmup(
-        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None,
+        options: EpochOptions | None = None,
     ) -> None:
         """Do any one-off work (JIT compilation) for this configuration.
 
         ``n_samples`` is the epoch's length, for backends whose compiled programs
-        depend on it.
+        depend on it; ``options`` says which regularisation the epochs will use
+        (its values do not matter, only which options are active).
         """
         ...
 
@@ -122,7 +124,8 @@ class BackendBase:
     spin_seconds = 0.3
 
     def warmup(
-        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None,
+        options: EpochOptions | None = None,
     ) -> None:
         return None
 

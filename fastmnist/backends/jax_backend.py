@@ -221,7 +221,8 @@ class JaxBackend(BackendBase):
         return executable
 
     def warmup(
-        self, model: Model, optimizer: SGD, batch_size: int, n_samples: int | None = None
+        self, model: Model, optimizer: SGD, batch_size: int, n_samples: int | None = None,
+        options: EpochOptions | None = None,
     ) -> None:
         """Compile the epoch for this configuration ahead of time, running nothing.
 
@@ -230,7 +231,7 @@ class JaxBackend(BackendBase):
         set trained on, else :data:`DEFAULT_WARMUP_SAMPLES` (MNIST's 60000). Other
         sizes compile on their first epoch.
         """
-        self._require_plain_sgd(optimizer, None)
+        self._require_plain_sgd(optimizer, options)
         n = n_samples or self._last_n or DEFAULT_WARMUP_SAMPLES
         self._executable(model, optimizer, int(n), int(n), int(batch_size))
 

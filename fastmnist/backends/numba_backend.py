@@ -233,20 +233,25 @@ class NumbaBackend(BackendBase):
         return EpochResult(float(loss_sum), int(correct), len(order))
 
     def warmup(
-        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None
+        self, model: Model, optimizer: Optimizer, batch_size: int, n_samples: int | None = None,
+        options: EpochOptions | None = None,
     ) -> None:
         """Compile (or load from the cache) the kernels this configuration uses.
 
-        Trains two steps on copies, so neither ``model`` nor ``optimizer`` changes.
-        The kernels do not depend on ``n_samples``. Regularisation options are
-        not known here: their kernels compile on the first epoch that uses them.
+        Trains two steps on copies, so neither ``model`` nor ``optimizer`` changes;
+        with active ``options`` (or a non-SGD optimizer) that is the general
+        kernels' path. The kernels do not depend on ``n_samples``.
         """
         model = model.copy()
         opt = copy.deepcopy(optimizer)
         images = np.zeros((2, N_PIXELS), dtype=np.uint8)
         labels = np.zeros(2, dtype=np.uint8)
         steps = -(-len(images) // batch_size)
-        self.train_epoch(model, opt, images, labels, np.arange(2), batch_size, np.zeros(steps))
+        if options is not None and options.active:
+            shifts = None if options.shifts is None else np.zeros((2, 2), dtype=np.int8)
+            options = EpochOptions(options.dropout, options.label_smoothing, shifts, 0)
+        self.train_epoch(model, opt, images, labels, np.arange(2), batch_size, np.zeros(steps),
+                         options)
         self.predict_proba(model, images)
 
     def limit_threads(self, threads: int | None) -> contextlib.AbstractContextManager[None]:

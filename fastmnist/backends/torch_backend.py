@@ -210,10 +210,11 @@ class TorchBackend(BackendBase):
         return EpochResult(float(loss_sum.item()), int(correct.item()), len(order))
 
     def warmup(
-        self, model: Model, optimizer: SGD, batch_size: int, n_samples: int | None = None
+        self, model: Model, optimizer: SGD, batch_size: int, n_samples: int | None = None,
+        options: EpochOptions | None = None,
     ) -> None:
         """Run one throwaway step on copies, so lazy kernel set-up is not timed."""
-        self._require_plain_sgd(optimizer, None)
+        self._require_plain_sgd(optimizer, options)
         scratch = model.copy()
         opt = SGD(optimizer.momentum, optimizer.nesterov, optimizer.weight_decay)
         rng = np.random.default_rng(0)

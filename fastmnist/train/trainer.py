@@ -123,7 +123,7 @@ class Trainer:
             with self.backend.limit_threads(self.config.threads):
                 t0 = time.perf_counter()
                 self.backend.warmup(self.model, self.optimizer, self.config.batch_size,
-                                    len(images))
+                                    len(images), self._warmup_options())
                 self.compile_seconds = time.perf_counter() - t0
                 while self.epoch < self.config.epochs:
                     record = self.run_epoch(images, labels, test, val)
@@ -172,6 +172,13 @@ class Trainer:
         for dst, src in zip(self.model.parameters(), self.best[2]):
             dst[...] = src
         self.best_epoch = self.best[1]
+
+    def _warmup_options(self) -> EpochOptions:
+        """Which regularisation the epochs use, without drawing from the generator
+        (a warm-up must not change what training draws)."""
+        c = self.config
+        shifts = np.zeros((1, 2), dtype=np.int8) if c.augment else None
+        return EpochOptions(dropout=c.dropout, label_smoothing=c.label_smoothing, shifts=shifts)
 
     def epoch_options(self, n: int) -> EpochOptions:
         """This epoch's regularisation; augmentation and dropout draw from the generator."""
