@@ -4,7 +4,7 @@ A checkpoint is an ordinary model ``.npz`` (``fastmnist.load_model`` reads it) w
 ``extra`` arrays: the completed epoch count, the generator's state and the
 optimizer's velocities. Resuming from it with the same settings ends with the same
 weights as an uninterrupted run: bit-identical on the NumPy backend, and on Numba
-for the same thread count.
+for any thread count (its sums do not depend on it).
 """
 
 from __future__ import annotations
