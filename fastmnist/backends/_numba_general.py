@@ -68,15 +68,15 @@ tests would fail until then).
 
 from __future__ import annotations
 
-import warnings
-
 import numba
 import numpy as np
 from numba import njit, prange
 
 from ..model import Model
-from ..numerics import FASTMATH, N_CLASSES, N_PIXELS, pixel_scale
+from ..numerics import N_CLASSES, N_PIXELS, pixel_scale
 from ..optim import SGD, Adam
+from ._jit import OPTIONS as _OPTIONS
+from ._jit import jit as _jit
 from .augment import (
     _LAYER,
     _POSITION,
@@ -85,9 +85,6 @@ from .augment import (
     dropout_threshold,
     splitmix64,
 )
-
-# error_model="numpy": division never raises; x/0 gives inf/nan as in NumPy.
-_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
 
 #: Width of the output layer, a compile-time constant so its loops unroll.
 N_OUT = N_CLASSES
@@ -105,29 +102,6 @@ HP_LR, HP_MOM, HP_WD, HP_B1, HP_B2, HP_OMB1, HP_OMB2, HP_C1, HP_C2, HP_EPS, HP_D
 N_HP = 11
 
 
-def _jit(parallel: bool = False, inline: bool = False):
-    """``njit`` with the package's options, cached on disk where possible.
-
-    Inlined helpers are compiled into their callers, so they need no cache. If
-    no cache directory is writable the kernels compile in memory in every
-    process, with a warning.
-    """
-
-    def decorate(fn):
-        if inline:
-            return njit(inline="always", **_OPTIONS)(fn)
-        try:
-            return njit(cache=True, parallel=parallel, **_OPTIONS)(fn)
-        except RuntimeError as exc:
-            warnings.warn(
-                f"fastmnist: no writable cache directory for the numba kernels ({exc}); "
-                "they will be compiled in every process. Set NUMBA_CACHE_DIR to fix this.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return njit(cache=False, parallel=parallel, **_OPTIONS)(fn)
-
-    return decorate
 
 
 # The reference's hash, compiled: uint64 arithmetic wraps identically.

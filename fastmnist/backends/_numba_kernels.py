@@ -49,15 +49,11 @@ then the loss is non-finite either way.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ..numerics import FASTMATH, N_CLASSES
-
-# error_model="numpy": division never raises; x/0 gives inf/nan as in NumPy.
-_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
+from ..numerics import N_CLASSES
+from ._jit import jit as _jit
 
 #: Width of the output layer, a compile-time constant so its loops unroll.
 N_OUT = N_CLASSES
@@ -76,38 +72,6 @@ TILE = 128
 TILE_GRAD = 128
 
 
-_cache_ok = True  # cleared, with one warning, if no cache directory is writable
-
-
-def _jit(parallel: bool = False, inline: bool = False):
-    """``njit`` with the package's options, cached on disk where possible.
-
-    Numba tries a ``__pycache__`` next to this file, then ``NUMBA_CACHE_DIR``,
-    then a per-user cache directory; only if none is writable does it raise, and
-    then the kernels are compiled in memory in every process instead (with one
-    warning). Inlined helpers are compiled into their callers: no cache of their
-    own. The cache is keyed to this file: after changing ``FASTMATH`` in
-    :mod:`fastmnist.numerics`, touch this file (or clear the cache) to recompile.
-    """
-
-    def decorate(fn):
-        global _cache_ok
-        if inline:
-            return njit(inline="always", **_OPTIONS)(fn)
-        if _cache_ok:
-            try:
-                return njit(cache=True, parallel=parallel, **_OPTIONS)(fn)
-            except RuntimeError as exc:
-                _cache_ok = False
-                warnings.warn(
-                    f"fastmnist: no writable cache directory for the numba kernels ({exc}); "
-                    "they will be compiled in every process. Set NUMBA_CACHE_DIR to fix this.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return njit(cache=False, parallel=parallel, **_OPTIONS)(fn)
-
-    return decorate
 
 
 # ---------------------------------------------------------------------------

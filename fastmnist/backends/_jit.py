@@ -1,0 +1,51 @@
+"""The one ``njit`` wrapper both Numba kernel modules compile with.
+
+Options live here so that the fast and the general kernels are built alike:
+fastmath flags come from :mod:`fastmnist.numerics`, and ``error_model="numpy"``
+makes division never raise (x/0 gives inf/nan as in NumPy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+from numba import njit
+
+from ..numerics import FASTMATH
+
+OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
+
+_cache_ok = True  # cleared, with one warning, if no cache directory is writable
+
+
+def jit(parallel: bool = False, inline: bool = False) -> Callable:
+    """``njit`` with the package's options, cached on disk where possible.
+
+    Numba uses ``NUMBA_CACHE_DIR`` when set, else a ``__pycache__`` next to the
+    source, else a per-user cache directory; only if none is writable does it
+    raise, and then every kernel is compiled in memory in every process instead,
+    after one warning. Inlined helpers are compiled into their callers: no cache
+    of their own. A cache is keyed to its source file: after changing
+    ``FASTMATH`` in :mod:`fastmnist.numerics`, touch the kernel files (or clear
+    the cache) to recompile.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        global _cache_ok
+        if inline:
+            return njit(inline="always", **OPTIONS)(fn)
+        if _cache_ok:
+            try:
+                return njit(cache=True, parallel=parallel, **OPTIONS)(fn)
+            except RuntimeError as exc:
+                _cache_ok = False
+                warnings.warn(
+                    f"fastmnist: no writable cache directory for the numba kernels ({exc}); "
+                    "they will be compiled in every process. Set NUMBA_CACHE_DIR to fix this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return njit(cache=False, parallel=parallel, **OPTIONS)(fn)
+
+    return decorate
