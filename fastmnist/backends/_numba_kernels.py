@@ -138,6 +138,19 @@ def _nonzero_gather(D, b, idx, val, t):
 
 
 @_jit(inline=True)
+def _backprop_row(D, WT, A, Dprev, b, sidx, sval, t):
+    """``Dprev[b] = (D[b] WT) * (A[b] > 0)``, over the rows of ``WT`` where ``D[b] != 0`` only."""
+    zero = Dprev.dtype.type(0)
+    n_in = Dprev.shape[1]
+    for i in range(n_in):
+        Dprev[b, i] = zero
+    m = _nonzero_gather(D, b, sidx, sval, t)
+    _acc_rows(Dprev, b, 0, n_in, WT, sidx, sval, t, 0, m)
+    for i in range(n_in):
+        Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+
+
+@_jit(inline=True)
 def _softmax_xent(Z, b):
     """Logits ``Z[b]`` -> probabilities in place; return (loss without ``-z[y]``, argmax).
 
@@ -329,7 +342,7 @@ def _output_sample(
     ``hit[b]``, ``Z[b]`` becomes ``dLoss/dz = (p - onehot(y)) / nb``, and with a
     hidden layer ``Dprev[b] = (Z[b] WT) * (A[b] > 0)``.
     """
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    one = Z.dtype.type(1)
     if has_hidden:
         m = _relu_gather(A, b, sidx, sval, t)
         for j in range(N_OUT):  # the output layer is always N_OUT wide: unrolled
@@ -349,13 +362,7 @@ def _output_sample(
         for j in range(N_OUT):
             Z[b, j] = Z[b, j] / nbf
         if has_hidden:
-            n_in = A.shape[1]
-            for i in range(n_in):
-                Dprev[b, i] = zero
-            m = _nonzero_gather(Z, b, sidx, sval, t)
-            _acc_rows(Dprev, b, 0, n_in, WT, sidx, sval, t, 0, m)
-            for i in range(n_in):
-                Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+            _backprop_row(Z, WT, A, Dprev, b, sidx, sval, t)
 
 
 @_jit(inline=True)
@@ -509,16 +516,9 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
 
     The product sums the rows of ``WT`` where ``D != 0`` only.
     """
-    n_in = Dprev.shape[1]
-    zero = Dprev.dtype.type(0)
     for t in prange(n_threads):
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
-            for i in range(n_in):
-                Dprev[b, i] = zero
-            m = _nonzero_gather(D, b, sidx, sval, t)
-            _acc_rows(Dprev, b, 0, n_in, WT, sidx, sval, t, 0, m)
-            for i in range(n_in):
-                Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+            _backprop_row(D, WT, A, Dprev, b, sidx, sval, t)
 
 
 @_jit(parallel=True)

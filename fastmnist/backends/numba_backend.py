@@ -52,9 +52,10 @@ def _mostly_nonzero(images: np.ndarray) -> bool:
 
 
 #: The inference scratch of each Python thread, kept for its next call: at 10
-#: hidden units, faulting in about 17 MB of fresh scratch pages made a 10k-image
-#: prediction about a third slower. Per thread, so that concurrent predictions never share scratch;
-#: one shape at a time, so that it holds at most one call's worth of memory.
+#: hidden units, allocating it afresh (about 17 MB) made a 10k-image prediction
+#: about a third slower, measured side by side. Per thread, so that concurrent
+#: predictions never share scratch; one shape at a time, so that it holds at
+#: most one call's worth of memory.
 _predict_scratch = threading.local()
 
 
