@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -24,6 +25,21 @@ def header(dims: tuple[int, ...], type_code: int = 0x08) -> bytes:
 def put(path: Path, raw: bytes, gz: bool = False) -> Path:
     path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
     return path
+
+
+def peak_bytes(fn):
+    """Run ``fn()``; return its result and the most memory it held at once (NumPy
+    reports its allocations to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+#: What a refused file may cost: far below the sizes its header declares.
+SMALL_PEAK = 64 * 2**20
 
 
 def read_error(path: Path) -> str:
@@ -143,9 +159,8 @@ def test_truncated_anywhere_in_the_data(tmp_path, gz):
 )
 def test_absurd_declared_size_fails_fast_without_allocating(tmp_path, dims, gz):
     path = put(tmp_path / "huge", header(dims) + bytes(100), gz)
-    t0 = time.perf_counter()
-    msg = read_error(path)  # a MemoryError would escape pytest.raises(DataError)
-    assert time.perf_counter() - t0 < 1.0
+    msg, peak = peak_bytes(lambda: read_error(path))  # a MemoryError would escape too
+    assert peak < SMALL_PEAK
     assert "x".join(map(str, dims)) in msg
 
 
@@ -153,9 +168,9 @@ def test_plausible_size_with_little_data_reads_only_what_is_there(tmp_path):
     # Within the reader's limit, but the gzip stream holds 10 bytes: it must say truncated
     # after reading those, not allocate 3.7 GB first.
     path = put(tmp_path / "liar.gz", header((4_700_000, 28, 28)) + bytes(10), gz=True)
-    t0 = time.perf_counter()
-    assert "truncated" in read_error(path)
-    assert time.perf_counter() - t0 < 1.0
+    msg, peak = peak_bytes(lambda: read_error(path))
+    assert "truncated" in msg
+    assert peak < SMALL_PEAK
 
 
 def test_corrupt_gzip_stream(tmp_path):
@@ -283,14 +298,13 @@ def test_random_truncation(tmp_path, cut, gz):
     assert read_or_data_error(put_bytes(tmp_path / "t", blob[:cut])) is None
 
 
-def test_reading_60k_images_is_fast(tmp_path):
+def test_reading_60k_images_round_trips(tmp_path):
+    # Its speed is benchmarked in benchmarks/test_data.py, not asserted here.
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
     images[images < 200] = 0  # MNIST-like sparsity
     raw = header(images.shape) + images.tobytes()
     for path in (put(tmp_path / "big", raw), put_fast_gzip(tmp_path / "big.gz", raw)):
-        t0 = time.perf_counter()
         back = read_idx(path)
-        assert time.perf_counter() - t0 < 2.0, path
         assert back.shape == images.shape and back.tobytes() == images.tobytes()
 
 

@@ -224,20 +224,6 @@ def test_weights_after_an_epoch_match(dtype, hidden, batch, steps, partial, seed
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_float_images_match_the_reference(dtype):
-    rng = np.random.default_rng(3)
-    model = _perturbed(Model.initialize((40, 20), dtype=dtype, rng=3), rng)
-    x = (_images(rng, 37, "mnist") / 255.0).astype(dtype)
-    y = _labels(rng, 37, False)
-    k = _sum_length(model, 37)
-    assert_close("predict_proba", numba_backend.predict_proba(model, x),
-                 numpy_backend.predict_proba(model, x), dtype, k)
-    got, want = numba_backend.gradients(model, x, y), numpy_backend.gradients(model, x, y)
-    for i, (g, w) in enumerate(zip(got.weights + got.biases, want.weights + want.biases)):
-        assert_close(f"gradient {i}", g, w, dtype, k)
-
-
 def test_warmup_changes_nothing():
     model = Model.initialize((16,), rng=0)
     optimizer = SGD(0.9, weight_decay=1e-3)
