@@ -353,3 +353,19 @@ def test_dense_inputs_are_predicted_through_blas():
                                   numpy_backend.predict_proba(model, dense))
     assert_close("predict_proba", numba_backend.predict_proba(model, sparse),
                  numpy_backend.predict_proba(model, sparse), "float64", _sum_length(model, 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predictions_spanning_several_kernel_calls_match(dtype):
+    # Inference runs in chunks of _PREDICT_CHUNK images, the last one partial.
+    from fastmnist.backends import numba_backend as nb_module
+
+    rng = np.random.default_rng(6)
+    n = 2 * nb_module._PREDICT_CHUNK + 37
+    model = _perturbed(Model.initialize((24,), dtype=dtype, rng=6), rng)
+    x = _images(rng, n, "mnist")
+    assert_close("predict_proba", numba_backend.predict_proba(model, x),
+                 numpy_backend.predict_proba(model, x), dtype, _sum_length(model, 0))
+    hidden = numba_backend.forward(model, x)[1]
+    assert_close("hidden activations", hidden, numpy_backend.forward(model, x)[1], dtype,
+                 _sum_length(model, 0))
