@@ -1,9 +1,11 @@
 """The fast backend: fused, parallel Numba kernels that run a whole epoch per call.
 
 The kernels live in :mod:`fastmnist.backends._numba_kernels` (design notes in
-its docstring); this class shapes the arguments, owns the scratch buffers and
-controls threads. Importing it compiles nothing: each kernel compiles, or loads
-from Numba's on-disk cache, on its first call or in :meth:`NumbaBackend.warmup`.
+its docstring); a network with one hidden layer of at most 16 units trains by
+plain SGD in :mod:`fastmnist.backends._numba_narrow` instead. This class shapes
+the arguments, owns the scratch buffers and controls threads. Importing it
+compiles nothing: each kernel compiles, or loads from Numba's on-disk cache, on
+its first call or in :meth:`NumbaBackend.warmup`.
 
 Threads
 -------
@@ -29,6 +31,7 @@ from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, pixel_scale, scale_images
 from ..optim import SGD, Optimizer
 from . import _numba_kernels as kernels
+from . import _numba_narrow as narrow
 from ._numba_general import train_epoch_general
 from .augment import EpochOptions
 from .base import BackendBase, EpochResult, Gradients, scoped_threads
@@ -139,6 +142,47 @@ def _check_indices(images: np.ndarray, labels: np.ndarray, order: np.ndarray) ->
         raise InputError(f"order must index the {len(images)} images")
 
 
+def _train_narrow(
+    w: list[np.ndarray], b: list[np.ndarray], vw: list[np.ndarray], vb: list[np.ndarray],
+    x: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, lrs: np.ndarray,
+    optimizer: SGD, scale: np.floating, n_threads: int,
+) -> tuple[float, int]:
+    """An SGD epoch of a one-hidden-layer network of at most ``narrow.MAX_WIDTH``
+    units, in place on the C-contiguous ``w, b, vw, vb``."""
+    dt = w[0].dtype
+    w0t = np.zeros((w[0].shape[1], narrow.N_COLS), dtype=dt)  # transposed and zero-padded
+    vw0t = np.zeros_like(w0t)
+    w0t[:, :N_PIXELS], vw0t[:, :N_PIXELS] = w[0].T, vw[0].T
+    b0, vb0, b1, vb1 = _rows([b[0], vb[0], b[1], vb[1]])
+    ws = _buffers_narrow(dt, w[0].shape[1], min(batch_size, len(order)), n_threads)
+    loss_sum, correct = narrow.run_narrow(
+        w0t, vw0t, b0, vb0, w[1], vw[1], b1, vb1, np.ascontiguousarray(w[1].T), x, labels, order,
+        batch_size, lrs, dt.type(optimizer.momentum), bool(optimizer.nesterov),
+        dt.type(optimizer.weight_decay), scale, ws, n_threads,
+    )
+    w[0][...] = w0t[:, :N_PIXELS].T
+    vw[0][...] = vw0t[:, :N_PIXELS].T
+    return loss_sum, correct
+
+
+def _buffers_narrow(dt: np.dtype, width: int, rows: int, n_threads: int) -> tuple:
+    """Scratch of :func:`narrow.run_narrow` for batches of up to ``rows`` samples."""
+    # Index lists hold a row of H, of Z or a column of the batch.
+    lists = max(rows, width, N_CLASSES)
+    return (
+        np.zeros((rows, narrow.N_COLS), dtype=dt),  # XF: scaled pixels, zero padding
+        np.empty((rows, width), dtype=dt),  # H: hidden layer
+        np.empty((rows, N_CLASSES), dtype=dt),  # Z: logits, then their gradient
+        np.empty((rows, width), dtype=dt),  # D0: the hidden layer's gradient
+        np.empty((n_threads * width, narrow.N_COLS), dtype=dt),  # GT: first-layer gradients
+        np.empty((n_threads * kernels.BAND, max(width, N_CLASSES)), dtype=dt),  # acc
+        np.empty((n_threads, lists), dtype=np.uint32),  # sidx: per-thread index lists
+        np.empty((n_threads, lists), dtype=dt),  # sval
+        np.empty(rows, dtype=np.float64),  # loss per sample
+        np.empty(rows, dtype=np.int64),  # hit per sample
+    )
+
+
 class NumbaBackend(BackendBase):
     """Fused, multi-threaded Numba kernels for CPU training and inference."""
 
@@ -225,6 +269,13 @@ class NumbaBackend(BackendBase):
         work = _params(originals)
         n_layers = len(model.weights)
         w, b, vw, vb = (work[i * n_layers : (i + 1) * n_layers] for i in range(4))
+        if n_layers == 2 and model.sizes[1] <= narrow.MAX_WIDTH:
+            loss_sum, correct = _train_narrow(w, b, vw, vb, x, labels, order, batch_size, lrs,
+                                              optimizer, scale, n_threads)
+            for original, trained in zip(originals, work):
+                if trained is not original:
+                    original[...] = trained
+            return EpochResult(float(loss_sum), int(correct), len(order))
         # Training never writes gradients out: placeholders of the right type.
         unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
         loss_sum, correct = kernels.run_batches(

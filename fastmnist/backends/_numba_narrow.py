@@ -1,0 +1,181 @@
+"""Numba kernels for one narrow hidden layer (up to :data:`MAX_WIDTH` units), plain SGD.
+
+At ten hidden units the general kernels (:mod:`._numba_kernels`) spend most of
+a step on per-pixel bookkeeping, not arithmetic: their vector loops run over the
+layer's columns, and ten columns fill no register. Here the vector dimension is
+the 784 pixels instead, and zeros are not skipped (no pixel lists to build):
+
+A. ``_narrow_forward``, over samples: the sample's scaled pixels go to
+   ``XF[b]``, then ``H[b, j] = b0[j] + XF[b] . W0T[j]`` (784-long dot products),
+   (four samples per pass over a weight row), then the output layer, softmax,
+   cross-entropy and the gradient back to the hidden layer, by the same inlined
+   helper as the general kernels.
+B. ``_narrow_update``, over pixel ranges: thread ``t`` owns a contiguous range
+   of pixels (whole groups of :data:`GROUP`) and sums, for its columns of ``W0T``,
+   ``sum_b D0[b, j] * XF[b, p]`` over the samples whose delta is nonzero, in
+   ascending order, four per pass, then applies SGD to those columns. The last thread then
+   does the first bias, the output layer's rows and its bias.
+
+The first layer is kept transposed (``W0T`` is ``(width, 784)``) for the whole
+epoch; the caller copies it back. Every sum runs in an order fixed by the data,
+so results are bit-identical for any thread count, as in the general kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..numerics import N_PIXELS
+from ._jit import jit as _jit
+from ._numba_kernels import BAND, N_OUT, _apply, _bias_grad, _layer_row, _output_sample
+
+#: The widest hidden layer this path takes; wider ones go to the general kernels,
+#: whose column loops then fill registers.
+MAX_WIDTH = 16
+
+#: Vector loops run over pixels in steps of 32 (four AVX registers of float32)
+#: and finish any remainder one by one, which at 784 pixels cost as much as the
+#: vector part. Rows of pixels are therefore padded with zeros to ``N_COLS``, a
+#: multiple of 32, and dealt to threads in groups of 32.
+GROUP = 32
+N_COLS = -(-N_PIXELS // GROUP) * GROUP
+N_GROUPS = N_COLS // GROUP
+
+
+@_jit(parallel=True)
+def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0, labels,
+                    probs, loss, hit, sidx, sval, n_threads):
+    """Phase A for samples ``order[first:first + nb]`` (see the module doc)."""
+    n1 = W0T.shape[0]
+    zero = XF.dtype.type(0)
+    n_blocks = (nb + 3) // 4
+    for t in prange(n_threads):
+        # Shares of whole blocks of four: which samples share a pass must not
+        # depend on the thread count, or their sums would round differently.
+        b_lo = 4 * (t * n_blocks // n_threads)
+        b_hi = min(4 * ((t + 1) * n_blocks // n_threads), nb)
+        # All the share's images first: each is a fresh, random place in memory,
+        # and back-to-back copies keep several of them in flight at once.
+        for b in range(b_lo, b_hi):
+            g = order[first + b]
+            for p in range(N_PIXELS):
+                XF[b, p] = images[g, p] * scale
+        # Four samples per pass over a weight row: each load of W0T serves four sums.
+        b = b_lo
+        while b + 4 <= b_hi:
+            for j in range(n1):
+                s0, s1, s2, s3 = zero, zero, zero, zero
+                for p in range(N_COLS):  # the padding is zero in both
+                    w = W0T[j, p]
+                    s0 += XF[b, p] * w
+                    s1 += XF[b + 1, p] * w
+                    s2 += XF[b + 2, p] * w
+                    s3 += XF[b + 3, p] * w
+                H[b, j] = b0[0, j] + s0
+                H[b + 1, j] = b0[0, j] + s1
+                H[b + 2, j] = b0[0, j] + s2
+                H[b + 3, j] = b0[0, j] + s3
+            b += 4
+        while b < b_hi:
+            for j in range(n1):
+                s0 = zero
+                for p in range(N_COLS):
+                    s0 += XF[b, p] * W0T[j, p]
+                H[b, j] = b0[0, j] + s0
+            b += 1
+        for b in range(b_lo, b_hi):
+            _output_sample(H, W1, b1, W1T, Z, D0, True, True, False, labels, order, first, nb,
+                           probs, loss, hit, sidx, sval, t, b)
+
+
+@_jit(parallel=True)
+def _narrow_update(nb, XF, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc, sidx,
+                   sval, lr, momentum, nesterov, weight_decay, use_momentum, n_threads):
+    """Phase B: gradients and SGD for every parameter (see the module doc)."""
+    n1 = W0T.shape[0]
+    zero = W0T.dtype.type(0)
+    for t in prange(n_threads):
+        p_lo = t * N_GROUPS // n_threads * GROUP
+        p_hi = (t + 1) * N_GROUPS // n_threads * GROUP
+        # Unsigned bounds: see _numba_kernels._acc_rows.
+        pa, pb = np.uint64(p_lo), np.uint64(p_hi)
+        r0 = t * n1  # this thread's rows of GT; column p - p_lo is pixel p
+        for j in range(n1):
+            for p in range(pa, pb):
+                GT[r0 + j, p - pa] = zero
+        for j in range(n1):
+            # The samples whose delta ReLU left nonzero, ascending, four per pass
+            # over the row (one load and store of GT per four multiply-adds).
+            m = np.uint64(0)  # unsigned: see _numba_kernels._relu_gather
+            for b in range(nb):
+                d = D0[b, j]
+                sidx[t, m] = b
+                sval[t, m] = d
+                m += np.uint64(d != zero)
+            # Pixels go GROUP at a time, a loop of constant length that compiles
+            # to the same vector code wherever a thread's range starts or ends:
+            # with reassociation allowed, a loop over the whole range would round
+            # its last few pixels differently for different thread counts.
+            k = np.uint64(0)
+            while k + np.uint64(4) <= m:
+                c0, c1, c2, c3 = sidx[t, k], sidx[t, k + 1], sidx[t, k + 2], sidx[t, k + 3]
+                d0, d1, d2, d3 = sval[t, k], sval[t, k + 1], sval[t, k + 2], sval[t, k + 3]
+                for base in range(pa, pb, GROUP):
+                    for p in range(base, base + GROUP):
+                        GT[r0 + j, p - pa] += (d0 * XF[c0, p] + d1 * XF[c1, p]
+                                               + d2 * XF[c2, p] + d3 * XF[c3, p])
+                k += np.uint64(4)
+            while k < m:
+                c0, d0 = sidx[t, k], sval[t, k]
+                for base in range(pa, pb, GROUP):
+                    for p in range(base, base + GROUP):
+                        GT[r0 + j, p - pa] += d0 * XF[c0, p]
+                k += np.uint64(1)
+        for j in range(n1):
+            _apply(W0T, VW0T, W0T, j, p_lo, p_hi, GT, r0 + j, lr, momentum, nesterov,
+                   weight_decay, use_momentum, True)
+        if t == n_threads - 1:
+            c = t * BAND  # this thread's rows of acc
+            _bias_grad(D0, nb, acc, c, 0, n1)
+            _apply(b0, Vb0, b0, 0, 0, n1, acc, c, lr, momentum, nesterov, zero, use_momentum,
+                   True)
+            for i in range(n1):
+                _layer_row(H, Z, W1, VW1, W1, W1T, i, N_OUT, nb, acc, c, sidx, sval, t, lr,
+                           momentum, nesterov, weight_decay, use_momentum, True)
+            _bias_grad(Z, nb, acc, c, 0, N_OUT)
+            _apply(b1, Vb1, b1, 0, 0, N_OUT, acc, c, lr, momentum, nesterov, zero, use_momentum,
+                   True)
+
+
+@_jit()
+def run_narrow(W0T, VW0T, b0, Vb0, W1, VW1, b1, Vb1, W1T, images, labels, order, batch_size, lrs,
+               momentum, nesterov, weight_decay, scale, ws, n_threads):
+    """Train every mini-batch of ``order`` by SGD; return ``(loss_sum, correct)``.
+
+    ``W0T, VW0T`` are the first layer's weights and velocities transposed and
+    padded with zero columns, ``(width, N_COLS)``; biases are ``(1, n)``; ``W1T``
+    must hold ``W1.T``. The other arguments are as for
+    :func:`._numba_kernels.run_batches`; the scratch ``ws`` comes from
+    ``numba_backend._buffers_narrow`` (the padding columns of its ``XF`` must be
+    zero).
+    """
+    XF, H, Z, D0, GT, acc, sidx, sval, loss, hit = ws
+    dt = W0T.dtype.type
+    probs = np.empty((1, N_OUT), W0T.dtype)  # never written: probabilities are not kept
+    use_momentum = momentum != 0
+    loss_sum = 0.0
+    correct = 0
+    n_total = order.shape[0]
+    for step in range((n_total + batch_size - 1) // batch_size):
+        first = step * batch_size
+        nb = min(batch_size, n_total - first)
+        _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0,
+                        labels, probs, loss, hit, sidx, sval, n_threads)
+        for q in range(nb):
+            loss_sum += loss[q]
+            correct += hit[q]
+        _narrow_update(nb, XF, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc,
+                       sidx, sval, dt(lrs[step]), momentum, nesterov, weight_decay, use_momentum,
+                       n_threads)
+    return loss_sum, correct
