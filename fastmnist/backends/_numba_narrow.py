@@ -3,20 +3,22 @@
 At ten hidden units the general kernels (:mod:`._numba_kernels`) spend most of
 a step on per-pixel bookkeeping, not arithmetic: their vector loops run over the
 layer's columns, and ten columns fill no register. Here the vector dimension is
-the 784 pixels instead, and zeros are not skipped (no pixel lists to build):
+the pixels instead, and zeros are not skipped (no pixel lists to build). Rows of
+pixels are padded with zeros to :data:`N_COLS`.
 
-A. ``_narrow_forward``, over samples: the sample's scaled pixels go to
-   ``XF[b]``, then ``H[b, j] = b0[j] + XF[b] . W0T[j]`` (784-long dot products),
-   (four samples per pass over a weight row), then the output layer, softmax,
-   cross-entropy and the gradient back to the hidden layer, by the same inlined
-   helper as the general kernels.
+A. ``_narrow_forward``, over samples in blocks of four: the scaled pixels go to
+   ``XF[b]``, then ``H[b, j] = b0[j] + XF[b] . W0T[j]`` (four samples per pass
+   over a weight row), then the output layer, softmax, cross-entropy and the
+   gradient back to the hidden layer, by the same inlined helper as the general
+   kernels.
 B. ``_narrow_update``, over pixel ranges: thread ``t`` owns a contiguous range
-   of pixels (whole groups of :data:`GROUP`) and sums, for its columns of ``W0T``,
-   ``sum_b D0[b, j] * XF[b, p]`` over the samples whose delta is nonzero, in
-   ascending order, four per pass, then applies SGD to those columns. The last thread then
-   does the first bias, the output layer's rows and its bias.
+   of pixels (whole groups of :data:`GROUP`) and sums, for its columns of
+   ``W0T``, ``sum_b D0[b, j] * XF[b, p]`` over the samples whose delta is
+   nonzero, in ascending order, four per pass, then applies SGD to those
+   columns. The last thread then does the first bias, the output layer's rows
+   and its bias.
 
-The first layer is kept transposed (``W0T`` is ``(width, 784)``) for the whole
+The first layer is kept transposed (``W0T`` is ``(width, N_COLS)``) for the whole
 epoch; the caller copies it back. Every sum runs in an order fixed by the data,
 so results are bit-identical for any thread count, as in the general kernels.
 """
