@@ -273,10 +273,11 @@ def test_limit_threads_restores_the_thread_count():
         assert numba.get_num_threads() == before
 
 
-def test_non_contiguous_parameters_are_updated_in_place():
+@pytest.mark.parametrize("width", [24, 10])  # the general and the narrow kernels
+def test_non_contiguous_parameters_are_updated_in_place(width):
     rng = np.random.default_rng(5)
     x, y = _images(rng, 64, "mnist"), _labels(rng, 64, False)
-    c_model = Model.initialize((24,), dtype="float64", rng=5)
+    c_model = Model.initialize((width,), dtype="float64", rng=5)
     f_model = c_model.copy()
     f_model.weights = [np.asfortranarray(w) for w in f_model.weights]
     views = list(f_model.weights)

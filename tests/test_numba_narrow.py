@@ -121,20 +121,6 @@ def test_weights_are_the_same_for_any_thread_count_and_run():
             np.testing.assert_array_equal(a, b)
 
 
-def test_non_contiguous_parameters_are_updated_in_place():
-    rng = np.random.default_rng(5)
-    x, y = _images(rng, 64, "mnist"), _labels(rng, 64, False)
-    c_model = Model.initialize((10,), dtype="float64", rng=5)
-    f_model = c_model.copy()
-    f_model.weights = [np.asfortranarray(w) for w in f_model.weights]
-    views = list(f_model.weights)
-    for m in (c_model, f_model):
-        numba_backend.train_epoch(m, SGD(0.9), x, y, np.arange(64), 16, np.full(4, 0.1))
-    assert all(a is b for a, b in zip(views, f_model.weights))
-    for a, b in zip(c_model.parameters(), f_model.parameters()):
-        np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.mnist
 def test_an_mnist_epoch_predicts_like_the_reference(mnist):
     model = Model.initialize((10,), rng=0)
