@@ -36,10 +36,10 @@ from ._numba_kernels import BAND, N_OUT, _apply, _bias_grad, _layer_row, _output
 #: whose column loops then fill registers.
 MAX_WIDTH = 16
 
-#: Vector loops run over pixels in steps of 32 (four AVX registers of float32)
-#: and finish any remainder one by one, which at 784 pixels cost as much as the
-#: vector part. Rows of pixels are therefore padded with zeros to ``N_COLS``, a
-#: multiple of 32, and dealt to threads in groups of 32.
+#: Pixels are handled in groups of 32 (four AVX registers of float32): rows of
+#: pixels are padded with zeros to ``N_COLS``, a multiple of 32, so that vector
+#: loops over a row leave no remainder, and threads own whole groups (see
+#: ``_narrow_update`` for why that matters to reproducibility).
 GROUP = 32
 N_COLS = -(-N_PIXELS // GROUP) * GROUP
 N_GROUPS = N_COLS // GROUP
