@@ -262,7 +262,6 @@ class NumbaBackend(BackendBase):
         if batch_size < 1 or len(lrs) < -(-len(order) // batch_size):
             raise InputError("need batch_size >= 1 and one learning rate per step")
         dt, n_threads = model.dtype.type, numba.get_num_threads()
-        wt, acts, dels, ws = _buffers(model, min(batch_size, len(order)), n_threads)
         # The kernels update C-contiguous arrays in place; any other layout is
         # trained on a contiguous copy and copied back.
         originals = [*model.weights, *model.biases, *optimizer.velocity_w, *optimizer.velocity_b]
@@ -272,18 +271,16 @@ class NumbaBackend(BackendBase):
         if n_layers == 2 and model.sizes[1] <= narrow.MAX_WIDTH:
             loss_sum, correct = _train_narrow(w, b, vw, vb, x, labels, order, batch_size, lrs,
                                               optimizer, scale, n_threads)
-            for original, trained in zip(originals, work):
-                if trained is not original:
-                    original[...] = trained
-            return EpochResult(float(loss_sum), int(correct), len(order))
-        # Training never writes gradients out: placeholders of the right type.
-        unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
-        loss_sum, correct = kernels.run_batches(
-            tuple(w), _rows(b), tuple(vw), _rows(vb), unused, unused, wt, acts, dels, x, labels,
-            order, batch_size, lrs, dt(optimizer.momentum), bool(optimizer.nesterov),
-            dt(optimizer.weight_decay), scale, True, np.empty((1, N_CLASSES), dtype=model.dtype),
-            ws, n_threads,
-        )
+        else:
+            wt, acts, dels, ws = _buffers(model, min(batch_size, len(order)), n_threads)
+            # Training never writes gradients out: placeholders of the right type.
+            unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
+            loss_sum, correct = kernels.run_batches(
+                tuple(w), _rows(b), tuple(vw), _rows(vb), unused, unused, wt, acts, dels, x,
+                labels, order, batch_size, lrs, dt(optimizer.momentum),
+                bool(optimizer.nesterov), dt(optimizer.weight_decay), scale, True,
+                np.empty((1, N_CLASSES), dtype=model.dtype), ws, n_threads,
+            )
         for original, trained in zip(originals, work):
             if trained is not original:
                 original[...] = trained
