@@ -347,7 +347,7 @@ def test_dense_inputs_are_predicted_through_blas():
     from fastmnist.backends import numba_backend as nb_module
 
     rng = np.random.default_rng(5)
-    model = Model.initialize((16,), dtype="float64", rng=5)
+    model = Model.initialize((24,), dtype="float64", rng=5)  # wider than the narrow kernels take
     sparse, dense = _images(rng, 300, "mnist"), _images(rng, 300, "dense")
     assert not nb_module._mostly_nonzero(sparse) and nb_module._mostly_nonzero(dense)
     np.testing.assert_array_equal(numba_backend.predict_proba(model, dense),
@@ -356,14 +356,15 @@ def test_dense_inputs_are_predicted_through_blas():
                  numpy_backend.predict_proba(model, sparse), "float64", _sum_length(model, 0))
 
 
+@pytest.mark.parametrize("width", [24, 10])  # the general and the narrow kernels
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_predictions_spanning_several_kernel_calls_match(dtype):
+def test_predictions_spanning_several_kernel_calls_match(dtype, width):
     # Inference runs in chunks of _PREDICT_CHUNK images, the last one partial.
     from fastmnist.backends import numba_backend as nb_module
 
     rng = np.random.default_rng(6)
     n = 2 * nb_module._PREDICT_CHUNK + 37
-    model = _perturbed(Model.initialize((24,), dtype=dtype, rng=6), rng)
+    model = _perturbed(Model.initialize((width,), dtype=dtype, rng=6), rng)
     x = _images(rng, n, "mnist")
     assert_close("predict_proba", numba_backend.predict_proba(model, x),
                  numpy_backend.predict_proba(model, x), dtype, _sum_length(model, 0))

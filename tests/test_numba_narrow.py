@@ -22,6 +22,7 @@ from .test_numba_equivalence import (  # noqa: E402
     _perturbed,
     _sum_length,
     _train_both,
+    assert_close,
     dtypes,
     image_kinds,
     numba_backend,
@@ -66,6 +67,22 @@ def test_only_one_narrow_hidden_layer_takes_the_narrow_path(narrow_calls, width,
 
 
 @SETTINGS
+@given(dtype=dtypes, width=narrow_widths, n=st.integers(1, 70), seed=seeds, kind=image_kinds)
+def test_forward_and_probabilities_match(dtype, width, n, seed, kind):
+    # Inference of a narrow network runs in the narrow kernels for every input,
+    # dense ones included (they skip no zeros, so BLAS has no edge).
+    rng = np.random.default_rng(seed)
+    model = _perturbed(Model.initialize((width,), dtype=dtype, rng=seed), rng)
+    x = _images(rng, n, kind)
+    k = _sum_length(model, 0)
+    got, want = numba_backend.forward(model, x), numpy_backend.forward(model, x)
+    for name, g, w in zip(["X", "A1", "probs"], got, want):
+        assert_close(name, g, w, dtype, k)
+    assert_close("predict_proba", numba_backend.predict_proba(model, x),
+                 numpy_backend.predict_proba(model, x), dtype, k)
+
+
+@SETTINGS
 @given(dtype=dtypes, width=narrow_widths, n=st.integers(1, 64), seed=seeds, kind=image_kinds,
        single_class=st.booleans(), optimizer=optimizers)
 def test_weights_after_one_step_match(dtype, width, n, seed, kind, single_class, optimizer):
@@ -92,13 +109,15 @@ def test_weights_after_an_epoch_match(dtype, width, batch, steps, partial, seed,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_float_images_train_like_the_reference(dtype):
+def test_float_images_train_and_predict_like_the_reference(dtype):
     rng = np.random.default_rng(4)
     model = _perturbed(Model.initialize((10,), dtype=dtype, rng=4), rng)
     x = (_images(rng, 70, "mnist") / 255.0).astype(dtype)
     y = _labels(rng, 70, False)
     results = _train_both(model, SGD(0.9, True, 1e-3), x, y, 16, np.full(5, 0.1))
     _assert_same_training(results, dtype, _sum_length(model, 16), 5)
+    assert_close("predict_proba", numba_backend.predict_proba(model, x),
+                 numpy_backend.predict_proba(model, x), dtype, _sum_length(model, 0))
 
 
 def _epoch(threads: int, x, y, order) -> list[np.ndarray]:

@@ -47,8 +47,12 @@ N_GROUPS = N_COLS // GROUP
 
 @_jit(parallel=True)
 def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0, labels,
-                    probs, loss, hit, sidx, sval, n_threads):
-    """Phase A for samples ``order[first:first + nb]`` (see the module doc)."""
+                    probs, loss, hit, sidx, sval, n_threads, grads):
+    """Phase A for samples ``order[first:first + nb]`` (see the module doc).
+
+    Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
+    instead and ``labels``, ``D0``, ``loss`` and ``hit`` are not used.
+    """
     n1 = W0T.shape[0]
     zero = XF.dtype.type(0)
     n_blocks = (nb + 3) // 4
@@ -87,8 +91,8 @@ def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T
                 H[b, j] = b0[0, j] + s0
             b += 1
         for b in range(b_lo, b_hi):
-            _output_sample(H, W1, b1, W1T, Z, D0, True, True, False, labels, order, first, nb,
-                           probs, loss, hit, sidx, sval, t, b)
+            _output_sample(H, W1, b1, W1T, Z, D0, True, grads, not grads, labels, order, first,
+                           nb, probs, loss, hit, sidx, sval, t, b)
 
 
 @_jit(parallel=True)
@@ -173,7 +177,7 @@ def run_narrow(W0T, VW0T, b0, Vb0, W1, VW1, b1, Vb1, W1T, images, labels, order,
         first = step * batch_size
         nb = min(batch_size, n_total - first)
         _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0,
-                        labels, probs, loss, hit, sidx, sval, n_threads)
+                        labels, probs, loss, hit, sidx, sval, n_threads, True)
         for q in range(nb):
             loss_sum += loss[q]
             correct += hit[q]
@@ -181,3 +185,17 @@ def run_narrow(W0T, VW0T, b0, Vb0, W1, VW1, b1, Vb1, W1T, images, labels, order,
                        sidx, sval, dt(lrs[step]), momentum, nesterov, weight_decay, use_momentum,
                        n_threads)
     return loss_sum, correct
+
+
+@_jit()
+def predict_narrow(W0T, b0, W1, b1, W1T, images, scale, probs, ws, first, nb, n_threads):
+    """Probabilities of images ``first:first + nb`` into the same rows of ``probs``.
+
+    Leaves the hidden layer (after ReLU) in ``H[:nb]`` of the scratch ``ws``
+    (from ``numba_backend._buffers_narrow``, sized for at least ``nb`` samples).
+    """
+    XF, H, Z, D0, GT, acc, sidx, sval, loss, hit = ws
+    order = np.arange(images.shape[0])
+    no_labels = np.zeros(1, np.uint8)
+    _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0,
+                    no_labels, probs, loss, hit, sidx, sval, n_threads, False)

@@ -142,6 +142,33 @@ def _check_indices(images: np.ndarray, labels: np.ndarray, order: np.ndarray) ->
         raise InputError(f"order must index the {len(images)} images")
 
 
+def _is_narrow(model: Model) -> bool:
+    """Whether ``model`` has the one narrow hidden layer the narrow kernels take."""
+    return len(model.sizes) == 3 and model.sizes[1] <= narrow.MAX_WIDTH
+
+
+def _padded_first_layer(w0: np.ndarray) -> np.ndarray:
+    """``w0.T`` padded with zero columns to ``narrow.N_COLS``: the narrow kernels' layout."""
+    out = np.zeros((w0.shape[1], narrow.N_COLS), dtype=w0.dtype)
+    out[:, :N_PIXELS] = w0.T
+    return out
+
+
+def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.ndarray,
+                    hidden: list[np.ndarray] | None, n_threads: int) -> np.ndarray:
+    """:meth:`NumbaBackend._predict` through the narrow kernels."""
+    w0, w1 = _params(model.weights)
+    b0, b1 = _rows(_params(model.biases))
+    w0t, w1t = _padded_first_layer(w0), np.ascontiguousarray(w1.T)
+    ws = _buffers_narrow(model.dtype, w0.shape[1], min(len(x), _PREDICT_CHUNK), n_threads)
+    for first in range(0, len(x), _PREDICT_CHUNK):
+        nb = min(_PREDICT_CHUNK, len(x) - first)
+        narrow.predict_narrow(w0t, b0, w1, b1, w1t, x, scale, probs, ws, first, nb, n_threads)
+        if hidden is not None:
+            hidden[0][first : first + nb] = ws[1][:nb]
+    return probs
+
+
 def _train_narrow(
     w: list[np.ndarray], b: list[np.ndarray], vw: list[np.ndarray], vb: list[np.ndarray],
     x: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, lrs: np.ndarray,
@@ -150,9 +177,7 @@ def _train_narrow(
     """An SGD epoch of a one-hidden-layer network of at most ``narrow.MAX_WIDTH``
     units, in place on the C-contiguous ``w, b, vw, vb``."""
     dt = w[0].dtype
-    w0t = np.zeros((w[0].shape[1], narrow.N_COLS), dtype=dt)  # transposed and zero-padded
-    vw0t = np.zeros_like(w0t)
-    w0t[:, :N_PIXELS], vw0t[:, :N_PIXELS] = w[0].T, vw[0].T
+    w0t, vw0t = _padded_first_layer(w[0]), _padded_first_layer(vw[0])
     b0, vb0, b1, vb1 = _rows([b[0], vb[0], b[1], vb[1]])
     ws = _buffers_narrow(dt, w[0].shape[1], min(batch_size, len(order)), n_threads)
     loss_sum, correct = narrow.run_narrow(
@@ -192,6 +217,8 @@ class NumbaBackend(BackendBase):
         x, scale = _images(images, model.dtype)  # x is (n, 784)
         n, n_threads = len(x), numba.get_num_threads()
         probs = np.empty((n, N_CLASSES), dtype=model.dtype)
+        if _is_narrow(model):
+            return _predict_narrow(model, x, scale, probs, hidden, n_threads)
         wt, acts, dels, ws = _predict_buffers(model, min(n, _PREDICT_CHUNK), n_threads)
         weights, biases = tuple(_params(model.weights)), _rows(_params(model.biases))
         for first in range(0, n, _PREDICT_CHUNK):
@@ -205,8 +232,9 @@ class NumbaBackend(BackendBase):
 
     def predict_proba(self, model: Model, images: np.ndarray) -> np.ndarray:
         # On mostly nonzero pixels the zero-skipping kernel loses to a dense
-        # GEMM; the reference's BLAS forward computes the same thing.
-        if _mostly_nonzero(images):
+        # GEMM; the reference's BLAS forward computes the same thing. (The
+        # narrow kernels skip no zeros: they take every input.)
+        if not _is_narrow(model) and _mostly_nonzero(images):
             return NumpyBackend().predict_proba(model, images)
         return self._predict(model, images, None)
 
@@ -268,7 +296,7 @@ class NumbaBackend(BackendBase):
         work = _params(originals)
         n_layers = len(model.weights)
         w, b, vw, vb = (work[i * n_layers : (i + 1) * n_layers] for i in range(4))
-        if n_layers == 2 and model.sizes[1] <= narrow.MAX_WIDTH:
+        if _is_narrow(model):
             loss_sum, correct = _train_narrow(w, b, vw, vb, x, labels, order, batch_size, lrs,
                                               optimizer, scale, n_threads)
         else:
