@@ -70,12 +70,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, pixel_scale
 from ..optim import SGD, Adam
-from ._jit import OPTIONS as _OPTIONS
 from ._jit import jit as _jit
 from .augment import (
     _LAYER,
@@ -102,10 +101,8 @@ HP_LR, HP_MOM, HP_WD, HP_B1, HP_B2, HP_OMB1, HP_OMB2, HP_C1, HP_C2, HP_EPS, HP_D
 N_HP = 11
 
 
-
-
 # The reference's hash, compiled: uint64 arithmetic wraps identically.
-_splitmix64 = njit(inline="always", **_OPTIONS)(splitmix64)
+_splitmix64 = _jit(inline=True)(splitmix64)
 
 
 # ---------------------------------------------------------------------------

@@ -72,8 +72,6 @@ TILE = 128
 TILE_GRAD = 128
 
 
-
-
 # ---------------------------------------------------------------------------
 # Inlined helpers. They index whole arrays with (row, column) so that loops
 # over columns run from a known-nonnegative start and vectorise.
