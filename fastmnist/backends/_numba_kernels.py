@@ -245,6 +245,40 @@ def _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr, mom
 
 
 @_jit(inline=True)
+def _output_column(A, D, W, VW, GW, WT, j, nb, acc, c, lr, momentum, nesterov, weight_decay,
+                   use_momentum, train):
+    """Column ``j`` of the last layer: gradient into ``acc[c]``, update, copy into ``WT[j]``.
+
+    The gradient ``sum_b D[b, j] A[b]`` runs over every sample, b ascending,
+    four rows of ``A`` per pass and vectorised over its columns; ``A``'s zeros
+    (units ReLU zeroed) add exact zeros. The last layer is ten columns wide:
+    done row by row, over ``W``'s rows, a vector would be ten long, and that
+    took about 15% of a 784-128-10 training step.
+    """
+    n_in = A.shape[1]
+    ia, ib = np.uint64(0), np.uint64(n_in)  # unsigned: see _acc_rows
+    for i in range(ia, ib):
+        acc[c, i] = 0
+    b = 0
+    while b + 4 <= nb:
+        d0, d1, d2, d3 = D[b, j], D[b + 1, j], D[b + 2, j], D[b + 3, j]
+        for i in range(ia, ib):
+            acc[c, i] += d0 * A[b, i] + d1 * A[b + 1, i] + d2 * A[b + 2, i] + d3 * A[b + 3, i]
+        b += 4
+    while b < nb:
+        d0 = D[b, j]
+        for i in range(ia, ib):
+            acc[c, i] += d0 * A[b, i]
+        b += 1
+    # Transposed views: column j of W is row j of W.T.
+    _apply(W.T, VW.T, GW.T, j, 0, n_in, acc, c, lr, momentum, nesterov, weight_decay,
+           use_momentum, train)
+    if train:
+        for i in range(n_in):
+            WT[j, i] = W[i, j]
+
+
+@_jit(inline=True)
 def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, t, q):
     """Block ``q`` (samples ``4q .. 4q + 3``): the pixels nonzero in any of its images.
 
@@ -334,7 +368,8 @@ def _output_sample(
     """Sample ``b``: last layer, softmax, cross-entropy, its gradient, and back one layer.
 
     With ``has_hidden``, ``A[b]`` (the last hidden layer, pre-ReLU) is ReLU'd
-    and ``Z[b] = A[b] W + bias``; otherwise ``Z[b]`` already holds the logits.
+    and ``Z[b] = A[b] W + bias``, read from ``WT``, which must hold ``W.T``;
+    otherwise ``Z[b]`` already holds the logits.
     ``Z[b]`` becomes the probabilities (copied to ``probs[first + b]`` with
     ``want_probs``). With ``grads``: the loss and hit go to ``loss[b]`` and
     ``hit[b]``, ``Z[b]`` becomes ``dLoss/dz = (p - onehot(y)) / nb``, and with a
@@ -342,10 +377,20 @@ def _output_sample(
     """
     one = Z.dtype.type(1)
     if has_hidden:
-        m = _relu_gather(A, b, sidx, sval, t)
-        for j in range(N_OUT):  # the output layer is always N_OUT wide: unrolled
-            Z[b, j] = bias[0, j]
-        _acc_rows(Z, b, 0, N_OUT, W, sidx, sval, t, 0, m)
+        # Ten dot products over the whole row of A, zeros included: vectorised
+        # over the inputs, they took less time than summing the fired units'
+        # rows of W, ten columns wide (784-128-10: predicting about 8% faster,
+        # training about 3%).
+        zero = Z.dtype.type(0)
+        n_in = A.shape[1]
+        for i in range(n_in):
+            # A select, not a branch; NaN passes through (as with np.maximum).
+            A[b, i] = zero if A[b, i] <= zero else A[b, i]
+        for j in range(N_OUT):
+            s = zero
+            for i in range(n_in):
+                s += A[b, i] * WT[j, i]
+            Z[b, j] = bias[0, j] + s
     y = labels[order[first + b]] if grads else 0
     zy = Z[b, y]
     lse, best = _softmax_xent(Z, b)
@@ -528,12 +573,11 @@ def _phase_b(
 
     Items, in order: the first layer's 28 bands (:func:`_first_layer_band`), its
     bias, then, if ``split`` reaches that far (networks with a hidden layer), the
-    rows of the last layer ``W`` and its bias (:func:`_layer_row`; ``A`` and ``D``
-    are that layer's input and delta).
+    ten columns of the last layer ``W`` and its bias (:func:`_output_column`;
+    ``A`` and ``D`` are that layer's input and delta).
     Thread ``t`` does items ``split[t]:split[t + 1]``.
     """
     n_out0 = W0.shape[1]
-    n_in = W.shape[0]
     zero = W0.dtype.type(0)
     for t in prange(n_threads):
         a0 = t * BAND  # this thread's rows of acc
@@ -547,9 +591,9 @@ def _phase_b(
                     _bias_grad(D0, nb, acc, a0, j0, j1)
                     _apply(b0, Vb0, Gb0, 0, j0, j1, acc, a0, lr, momentum, nesterov, zero,
                            use_momentum, train)
-            elif item - N_BANDS - 1 < n_in:
-                _layer_row(A, D, W, VW, GW, WT, item - N_BANDS - 1, N_OUT, nb, acc, a0, sidx,
-                           sval, t, lr, momentum, nesterov, weight_decay, use_momentum, train)
+            elif item - N_BANDS - 1 < N_OUT:
+                _output_column(A, D, W, VW, GW, WT, item - N_BANDS - 1, nb, acc, a0, lr,
+                               momentum, nesterov, weight_decay, use_momentum, train)
             else:
                 _bias_grad(D, nb, acc, a0, 0, N_OUT)
                 _apply(bias, Vb, Gb, 0, 0, N_OUT, acc, a0, lr, momentum, nesterov, zero,
@@ -577,7 +621,7 @@ def _update_layer(
                 _apply(bias, Vb, Gb, 0, 0, n_out, acc, c, lr, momentum, nesterov, zero,
                        use_momentum, train)
                 continue
-            if n_out == N_OUT:  # the output layer: constant width, unrolled
+            if n_out == N_OUT:  # as wide as the output layer: a constant width, unrolled
                 _layer_row(A, D, W, VW, GW, WT, i, N_OUT, nb, acc, c, sidx, sval, t, lr,
                            momentum, nesterov, weight_decay, use_momentum, train)
             else:
@@ -675,8 +719,8 @@ def run_batches(
         _transpose_into(WT[layer], W[layer])
     last = n_layers - 1
     # Phase B items: 28 bands and the bias of the first layer, then (with a
-    # hidden layer) the last layer's rows and bias.
-    costs = np.empty(N_BANDS + 1 + (W[last].shape[0] + 1 if n_layers > 1 else 0), np.int64)
+    # hidden layer) the last layer's columns and bias.
+    costs = np.empty(N_BANDS + 1 + (N_OUT + 1 if n_layers > 1 else 0), np.int64)
     use_momentum = momentum != 0
     loss_sum = 0.0
     correct = 0
@@ -693,14 +737,14 @@ def run_batches(
         # Phase B items and their estimated costs, in units of one multiply-add
         # (weights measured on MNIST): a band of the first layer costs 4 per union
         # entry and column (four samples) plus 6 per parameter it updates (a
-        # memory-bound read-modify-write of weight and velocity); a row of the
-        # last layer is dominated by gathering its column of activations.
+        # memory-bound read-modify-write of weight and velocity); a column of the
+        # last layer costs one per sample and input, plus its strided update.
         n1 = W[0].shape[1]
         for r in range(N_BANDS):
             costs[r] = (4 * band_count[:, r].sum() + 6 * BAND) * n1
         costs[N_BANDS] = nb * n1
         if n_layers > 1:
-            costs[N_BANDS + 1 :] = 6 * nb * N_OUT
+            costs[N_BANDS + 1 :] = (nb + 10) * W[last].shape[0]
             costs[-1] = nb * N_OUT
         split = _split_costs(costs, n_threads)
         _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
@@ -721,6 +765,8 @@ def predict(W, b, WT, acts, dels, images, scale, probs, ws, first, nb, n_threads
     Leaves the hidden activations (after ReLU) in ``acts[l][:nb]``. Scratch
     arguments as in :func:`run_batches`, sized for at least ``nb`` samples.
     """
+    for layer in range(1, len(W)):
+        _transpose_into(WT[layer], W[layer])
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
     _forward_batch(W, b, WT, acts, dels, images, no_labels, order, first, nb, scale, False, True,

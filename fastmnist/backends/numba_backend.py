@@ -108,7 +108,7 @@ def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
     acts = (dummy, *(np.empty((rows, n), dtype=dt) for n in sizes[1:-1]), dels[-1])
     wt = (dummy, *(np.empty((n_out, n_in), dtype=dt) for n_in, n_out in
                    zip(sizes[1:-1], sizes[2:])))
-    width = max([kernels.TILE_GRAD, *sizes[2:]])
+    width = max([kernels.TILE_GRAD, *sizes[1:]])  # a layer's outputs, or the last one's inputs
     scratch = max([batch, *sizes[1:]])
     ws = (
         np.empty((rows // 4, N_PIXELS), dtype=np.uint32),  # ulist: union pixels per block
