@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -82,6 +83,55 @@ def test_interrupt_mid_epoch_restores_the_last_complete_epoch():
         np.testing.assert_array_equal(a, b)
     # The generator is back where epoch 2 starts, so resuming draws the same permutation.
     assert trainer.rng.bit_generator.state == reference.rng.bit_generator.state
+
+
+def _raise_on_call(n, inner):
+    """``inner``, except that its ``n``-th call raises Ctrl-C instead."""
+    calls = [0]
+
+    def wrapped(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return inner(*args, **kwargs)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("where", ["options", "finiteness check", "scoring", "recording"])
+def test_interrupt_outside_the_kernel_undoes_the_whole_epoch(monkeypatch, where):
+    # Ctrl-C can land after the epoch drew its permutation but before training,
+    # or after training but before the record is kept; the checkpoint written
+    # then must still be the last complete epoch.
+    test = (X[:50], Y[:50])
+    trainer = Trainer(_config("numpy"), progress=False)
+    if where == "options":  # called just after the permutation is drawn
+        monkeypatch.setattr(trainer, "epoch_options", _raise_on_call(2, trainer.epoch_options))
+    elif where == "finiteness check":
+        monkeypatch.setattr(trainer.model, "is_finite", _raise_on_call(2, trainer.model.is_finite))
+    elif where == "scoring":
+        module = importlib.import_module("fastmnist.train.trainer")
+        monkeypatch.setattr(module, "evaluate", _raise_on_call(2, module.evaluate))
+    else:
+        monkeypatch.setattr(trainer.history, "append", _raise_on_call(2, trainer.history.append))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(X, Y, test)
+    monkeypatch.undo()
+    one_epoch = Trainer(_config("numpy"), progress=False, callbacks=[lambda r, m: True])
+    one_epoch.fit(X, Y, test)
+    assert trainer.epoch == 1 and len(trainer.history) == 1
+    for a, b in zip(_weights(trainer), _weights(one_epoch)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(trainer.optimizer.state_arrays(), one_epoch.optimizer.state_arrays()):
+        np.testing.assert_array_equal(a, b)
+    assert trainer.rng.bit_generator.state == one_epoch.rng.bit_generator.state
+
+    trainer.fit(X, Y, test)  # resuming where it stopped reproduces the uninterrupted run
+    whole = Trainer(_config("numpy"), progress=False)
+    whole.fit(X, Y, test)
+    for a, b in zip(_weights(trainer), _weights(whole)):
+        np.testing.assert_array_equal(a, b)
+    assert trainer.history["loss"] == whole.history["loss"]
 
 
 def _run_cli(*args, **kwargs):

@@ -193,26 +193,37 @@ class Trainer:
     def run_epoch(
         self, images: np.ndarray, labels: np.ndarray, test: tuple | None, val: tuple | None = None
     ) -> dict:
-        """Train one epoch, check it stayed finite, evaluate, and record it."""
+        """Train one epoch, check it stayed finite, evaluate, and record it.
+
+        All or nothing: if anything stops it before its record is kept (a
+        divergence, Ctrl-C wherever it lands), every change it made is undone.
+        """
+        # Everything an epoch changes is snapshot first and restored on any exit
+        # without a record. Ctrl-C is the reason the whole epoch is covered, not
+        # just the kernel call: one landing just after the kernel returned once
+        # left trained weights beside the previous epoch count and an advanced
+        # generator, and the checkpoint resumed into a different run.
+        snapshot = self._snapshot()
+        try:
+            return self._train_and_record(images, labels, test, val)
+        except BaseException:
+            self._restore(snapshot)
+            raise
+
+    def _train_and_record(
+        self, images: np.ndarray, labels: np.ndarray, test: tuple | None, val: tuple | None
+    ) -> dict:
         n, bs = len(images), self.config.batch_size
         steps = math.ceil(n / bs)
-        # Everything an epoch changes is snapshot first, so an interrupted or
-        # diverged epoch can be undone completely: no half-trained state survives.
-        snapshot = self._snapshot()
         order = self.rng.permutation(n)
         options = self.epoch_options(n)
         lrs = self.schedule.epoch_lrs(self.epoch, steps)
         t0 = time.perf_counter()
-        try:
-            result = self.backend.train_epoch(
-                self.model, self.optimizer, images, labels, order, bs, lrs, options
-            )
-        except KeyboardInterrupt:
-            self._restore(snapshot)
-            raise
+        result = self.backend.train_epoch(
+            self.model, self.optimizer, images, labels, order, bs, lrs, options
+        )
         seconds = time.perf_counter() - t0
         if not (math.isfinite(result.loss_sum) and self.model.is_finite()):
-            self._restore(snapshot)
             raise DivergenceError(
                 f"training diverged in epoch {self.epoch + 1} (loss {result.mean_loss:.4g}); "
                 f"the model keeps the weights of the last finite epoch. "
@@ -239,25 +250,31 @@ class Trainer:
             record["val_accuracy"] = evaluate(self.model, *val, backend=self.backend_name)[0]
             self._track_best(record)
         record["eval_seconds"] = time.perf_counter() - t1
-        self.history.append(record)
+        self.history.append(record)  # the last step: from here on the epoch counts
         return record
 
-    def _snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], int, dict]:
-        return (
-            [p.copy() for p in self.model.parameters()],
-            [a.copy() for a in self.optimizer.state_arrays()],
-            self.optimizer.step,
-            self.rng.bit_generator.state,
-        )
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "params": [p.copy() for p in self.model.parameters()],
+            "state": [a.copy() for a in self.optimizer.state_arrays()],
+            "step": self.optimizer.step,
+            "rng": self.rng.bit_generator.state,
+            "epoch": self.epoch,
+            "n_records": len(self.history.records),
+            "best": self.best,  # replaced, never changed in place
+            "bad_epochs": self.bad_epochs,
+        }
 
-    def _restore(self, snapshot: tuple[list[np.ndarray], list[np.ndarray], int, dict]) -> None:
-        params, state, step, rng_state = snapshot
-        for dst, src in zip(self.model.parameters(), params):
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        for dst, src in zip(self.model.parameters(), snapshot["params"]):
             dst[...] = src
-        for dst, src in zip(self.optimizer.state_arrays(), state):
+        for dst, src in zip(self.optimizer.state_arrays(), snapshot["state"]):
             dst[...] = src
-        self.optimizer.step = step
-        self.rng.bit_generator.state = rng_state
+        self.optimizer.step = snapshot["step"]
+        self.rng.bit_generator.state = snapshot["rng"]
+        self.epoch = snapshot["epoch"]
+        del self.history.records[snapshot["n_records"]:]
+        self.best, self.bad_epochs = snapshot["best"], snapshot["bad_epochs"]
         self._sync_model()
 
     def _sync_model(self) -> None:
