@@ -199,10 +199,11 @@ class Trainer:
         divergence, Ctrl-C wherever it lands), every change it made is undone.
         """
         # Everything an epoch changes is snapshot first and restored on any exit
-        # without a record. Ctrl-C is the reason the whole epoch is covered, not
-        # just the kernel call: one landing just after the kernel returned once
-        # left trained weights beside the previous epoch count and an advanced
-        # generator, and the checkpoint resumed into a different run.
+        # without a record. Ctrl-C is why the whole epoch is covered, not just
+        # the kernel call: landing after the permutation was drawn, or after the
+        # kernel returned, it left an advanced generator or trained weights
+        # beside the previous epoch count, and the checkpoint resumed into a
+        # different run.
         snapshot = self._snapshot()
         try:
             return self._train_and_record(images, labels, test, val)
