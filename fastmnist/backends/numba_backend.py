@@ -60,20 +60,25 @@ def _mostly_nonzero(images: np.ndarray) -> bool:
 
 
 #: The inference scratch of each Python thread, kept for its next call: at 10
-#: hidden units, allocating it afresh (about 17 MB) made a 10k-image prediction
-#: about a third slower, measured side by side. Per thread, so that concurrent
-#: predictions never share scratch; one shape at a time, so that it holds at
-#: most one call's worth of memory.
+#: hidden units, allocating the general kernels' scratch afresh (about 17 MB)
+#: made a 10k-image prediction about a third slower, measured side by side.
+#: Per thread, so that concurrent predictions never share scratch; one shape at
+#: a time, so that it holds at most one call's worth of memory.
 _predict_scratch = threading.local()
 
 
 def _predict_buffers(model: Model, batch: int, n_threads: int) -> tuple:
-    """:func:`_buffers` for inference, reused while the shape stays the same."""
+    """The inference scratch for ``model`` (general or narrow kernels), reused
+    while the shape stays the same."""
     key = (model.dtype, model.sizes, batch, n_threads)
     if getattr(_predict_scratch, "key", None) != key:
         _predict_scratch.key = None  # free the old scratch before allocating the new
         _predict_scratch.buffers = None
-        _predict_scratch.buffers = _buffers(model, batch, n_threads)
+        if _is_narrow(model):
+            buffers = _buffers_narrow(model.dtype, model.sizes[1], batch, n_threads)
+        else:
+            buffers = _buffers(model, batch, n_threads)
+        _predict_scratch.buffers = buffers
         _predict_scratch.key = key
     return _predict_scratch.buffers
 
@@ -160,7 +165,7 @@ def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.n
     w0, w1 = _params(model.weights)
     b0, b1 = _rows(_params(model.biases))
     w0t, w1t = _padded_first_layer(w0), np.ascontiguousarray(w1.T)
-    ws = _buffers_narrow(model.dtype, w0.shape[1], min(len(x), _PREDICT_CHUNK), n_threads)
+    ws = _predict_buffers(model, min(len(x), _PREDICT_CHUNK), n_threads)
     for first in range(0, len(x), _PREDICT_CHUNK):
         nb = min(_PREDICT_CHUNK, len(x) - first)
         narrow.predict_narrow(w0t, b0, w1, b1, w1t, x, scale, probs, ws, first, nb, n_threads)
