@@ -12,10 +12,11 @@ from typing import Any
 from ..errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The fastest recipe to 98% test accuracy on MNIST. (lr 0.05 over 5 epochs
-    # ended at 97.98-98.13%, one seed of three short; this ended at 98.09-98.25%
-    # over seeds 0-5.)
-    "fast98": dict(hidden=(256,), epochs=4, batch_size=64, lr=0.08, optimizer="sgd",
+    # The fastest recipe found to 98% test accuracy on MNIST: 128 units are about
+    # twice as fast per epoch as 256 and, with a larger one-cycle peak, need one
+    # more epoch. Over seeds 0-5 it ends at 98.07-98.31% and passes 98% after
+    # four epochs on four of them.
+    "fast98": dict(hidden=(128,), epochs=5, batch_size=64, lr=0.12, optimizer="sgd",
                    momentum=0.9, schedule="onecycle", label_smoothing=0.0),
     # The fastest recipe found to 98.5%: a wider layer, one-pixel shifts, label smoothing.
     "fast985": dict(hidden=(512,), epochs=10, batch_size=64, lr=0.05, optimizer="sgd",
