@@ -37,9 +37,12 @@ results are bit-identical for any thread count.
 
 The parallel bodies index only arrays passed in whole (no views, no tuple
 lookups), which lets Numba mark them ``noalias``: LLVM then vectorises inner
-loops without runtime overlap checks. Helpers are ``inline="always"`` for the
-same reason and to keep reference counting out of hot loops. Inner loops run
-over unsigned column ranges (see :func:`_acc_rows`).
+loops without runtime overlap checks. One view anywhere in a parallel body
+(even ``W.T``) makes Numba drop the marks of all its arrays; the marks show on
+the ``define`` line of the ``__numba_parfor_gufunc`` in ``inspect_llvm()``.
+Helpers are ``inline="always"`` for the same reason and to keep reference
+counting out of hot loops. Inner loops run over unsigned column ranges (see
+:func:`_acc_rows`).
 
 Skipping zero terms (pixels outside the union, units ReLU zeroed, gradients
 ReLU zeroed) is exact for finite values. With an Inf or NaN weight the
@@ -245,9 +248,10 @@ def _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr, mom
 
 
 @_jit(inline=True)
-def _output_column(A, D, W, VW, GW, WT, j, nb, acc, c, lr, momentum, nesterov, weight_decay,
+def _output_column(A, D, WT, VWT, GWT, j, nb, acc, c, lr, momentum, nesterov, weight_decay,
                    use_momentum, train):
-    """Column ``j`` of the last layer: gradient into ``acc[c]``, update, copy into ``WT[j]``.
+    """Column ``j`` of the last layer, row ``j`` of its transpose ``WT``: gradient into
+    ``acc[c]``, then the update of ``WT[j]`` and ``VWT[j]`` (or the gradient into ``GWT[j]``).
 
     The gradient ``sum_b D[b, j] A[b]`` runs over every sample, b ascending,
     four rows of ``A`` per pass and vectorised over its columns; ``A``'s zeros
@@ -270,12 +274,8 @@ def _output_column(A, D, W, VW, GW, WT, j, nb, acc, c, lr, momentum, nesterov, w
         for i in range(ia, ib):
             acc[c, i] += d0 * A[b, i]
         b += 1
-    # Transposed views: column j of W is row j of W.T.
-    _apply(W.T, VW.T, GW.T, j, 0, n_in, acc, c, lr, momentum, nesterov, weight_decay,
+    _apply(WT, VWT, GWT, j, 0, n_in, acc, c, lr, momentum, nesterov, weight_decay,
            use_momentum, train)
-    if train:
-        for i in range(n_in):
-            WT[j, i] = W[i, j]
 
 
 @_jit(inline=True)
@@ -549,15 +549,16 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
 
 @_jit(parallel=True)
 def _phase_b(
-    nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, W, bias, VW, Vb, GW, Gb, WT,
+    nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, WT, bias, VWT, Vb, GWT, Gb,
     acc, sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train, n_threads,
 ):
     """Phase B over parameter rows: gradients and SGD (or, without ``train``, gradients out).
 
     Items, in order: the first layer's 28 bands (:func:`_first_layer_band`), its
     bias, then, if ``split`` reaches that far (networks with a hidden layer), the
-    ten columns of the last layer ``W`` and its bias (:func:`_output_column`;
-    ``A`` and ``D`` are that layer's input and delta).
+    ten columns of the last layer and its bias (:func:`_output_column`; ``A`` and
+    ``D`` are that layer's input and delta, and its weights, velocities and
+    gradients come transposed, ``WT, VWT, GWT``).
     Thread ``t`` does items ``split[t]:split[t + 1]``.
     """
     n_out0 = W0.shape[1]
@@ -575,7 +576,7 @@ def _phase_b(
                     _apply(b0, Vb0, Gb0, 0, j0, j1, acc, a0, lr, momentum, nesterov, zero,
                            use_momentum, train)
             elif item - N_BANDS - 1 < N_OUT:
-                _output_column(A, D, W, VW, GW, WT, item - N_BANDS - 1, nb, acc, a0, lr,
+                _output_column(A, D, WT, VWT, GWT, item - N_BANDS - 1, nb, acc, a0, lr,
                                momentum, nesterov, weight_decay, use_momentum, train)
             else:
                 _bias_grad(D, nb, acc, a0, 0, N_OUT)
@@ -669,7 +670,8 @@ def run_batches(
     GW, Gb : tuples of 2-D arrays
         Without ``train``: receive the gradients of the single batch.
     WT : tuple of 2-D arrays
-        ``WT[l]`` (``l >= 1``) is scratch for ``W[l].T``; ``WT[0]`` is unused.
+        ``WT[l]`` (``l >= 1``) is scratch for ``W[l].T`` (the last layer is
+        trained there and copied back to ``W``); ``WT[0]`` is unused.
     acts, dels : tuples of 2-D arrays
         Scratch: ``acts[l]`` (``1 <= l < L``) is ``(batch, n[l])``, ``acts[0]``
         is unused and ``acts[L]`` is ``dels[L - 1]``; ``dels[l]`` is ``(batch, n[l+1])``.
@@ -701,6 +703,14 @@ def run_batches(
     for layer in range(1, n_layers):
         _transpose_into(WT[layer], W[layer])
     last = n_layers - 1
+    # The epoch updates the last layer in its transpose, WT[last], a row per
+    # column (no strided views: a view in a parallel body makes Numba drop the
+    # noalias marks of all its arrays, and LLVM then guards every vector loop
+    # with overlap checks). W, its velocity and gradient are copied back at the end.
+    VWT = np.empty_like(WT[last])
+    GWT = np.zeros_like(WT[last])
+    if n_layers > 1 and train:
+        _transpose_into(VWT, VW[last])
     # Phase B items: 28 bands and the bias of the first layer, then (with a
     # hidden layer) the last layer's columns and bias.
     costs = np.empty(N_BANDS + 1 + (N_OUT + 1 if n_layers > 1 else 0), np.int64)
@@ -731,13 +741,19 @@ def run_batches(
             costs[-1] = nb * N_OUT
         split = _split_costs(costs, n_threads)
         _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
-                 acts[last], dels[last], W[last], b[last], VW[last], Vb[last], GW[last],
-                 Gb[last], WT[last], acc, sidx, sval, split, lr, momentum, nesterov,
-                 weight_decay, use_momentum, train, n_threads)
+                 acts[last], dels[last], WT[last], b[last], VWT, Vb[last], GWT, Gb[last], acc,
+                 sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train,
+                 n_threads)
         for layer in range(1, last):
             _update_layer(acts[layer], dels[layer], W[layer], b[layer], VW[layer], Vb[layer],
                           GW[layer], Gb[layer], WT[layer], nb, acc, sidx, sval, lr, momentum,
                           nesterov, weight_decay, use_momentum, train, n_threads)
+    if n_layers > 1:
+        if train:
+            _transpose_into(W[last], WT[last])
+            _transpose_into(VW[last], VWT)
+        else:
+            _transpose_into(GW[last], GWT)
     return loss_sum, correct
 
 
