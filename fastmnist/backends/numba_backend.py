@@ -114,7 +114,7 @@ def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
     wt = (dummy, *(np.empty((n_out, n_in), dtype=dt) for n_in, n_out in
                    zip(sizes[1:-1], sizes[2:])))
     width = max([kernels.TILE_GRAD, *sizes[1:]])  # a layer's outputs, or the last one's inputs
-    scratch = max([batch, *sizes[1:]])
+    scratch = max([batch, N_PIXELS, *sizes[1:]])  # lists of a batch, a layer or an image
     ws = (
         np.empty((rows // 4, N_PIXELS), dtype=np.uint32),  # ulist: union pixels per block
         np.empty((rows // 4, kernels.N_BANDS + 1), dtype=np.int64),  # uband: band starts
