@@ -128,7 +128,10 @@ def _relu_gather(A, b, idx, val, t):
 
 @_jit(inline=True)
 def _nonzero_gather(D, b, scale, idx, val, t):
-    """List the nonzeros of row ``b`` of ``D``, times ``scale``, in ``idx[t], val[t]``; return the count."""
+    """List the nonzeros of row ``b`` of ``D``, times ``scale``, in ``idx[t], val[t]``.
+
+    Returns how many there are.
+    """
     zero = D.dtype.type(0)
     m = np.uint64(0)  # unsigned: see _relu_gather
     for j in range(D.shape[1]):

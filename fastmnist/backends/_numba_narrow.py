@@ -10,17 +10,23 @@ A. ``_narrow_forward``, over samples in blocks of four: the scaled pixels go to
    ``XF[b]``, then ``H[b, j] = b0[j] + XF[b] . W0T[j]`` (four samples per pass
    over a weight row), then the output layer, softmax, cross-entropy and the
    gradient back to the hidden layer, by the same inlined helper as the general
-   kernels.
+   kernels. Last, the first layer's gradient of each of the batch's
+   :data:`N_CHUNKS` chunks, ``GC[c * width + j] = sum_b D0[b, j] * XF[b]``, by
+   the thread that wrote the chunk's rows of ``XF``.
 B. ``_narrow_update``, over pixel ranges: thread ``t`` owns a contiguous range
-   of pixels (whole groups of :data:`GROUP`) and sums, for its columns of
-   ``W0T``, ``sum_b D0[b, j] * XF[b, p]`` over the samples whose delta is
-   nonzero, in ascending order, four per pass, then applies SGD to those
-   columns. The last thread then does the first bias, the output layer's rows
-   and its bias.
+   of pixels (whole groups of :data:`GROUP`), adds up the chunks' gradients
+   there in chunk order and applies SGD to those columns of ``W0T``. The last
+   thread then does the first bias, the output layer's rows and its bias.
+
+Why chunks: phase B used to sum ``XF`` over the whole batch for its pixel range,
+so each thread read half its rows of ``XF`` from the other core's cache, and with
+two threads that phase ran hardly faster than with one. A chunk's gradient is
+read across cores instead, ``width x N_COLS`` values whatever the batch size.
 
 The first layer is kept transposed (``W0T`` is ``(width, N_COLS)``) for the whole
-epoch; the caller copies it back. Every sum runs in an order fixed by the data,
-so results are bit-identical for any thread count, as in the general kernels.
+epoch; the caller copies it back. Chunks, passes and the order of every sum are
+fixed by the batch alone, so results are bit-identical for any thread count, as
+in the general kernels.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from numba import prange
 from ..numerics import N_PIXELS
 from ._jit import jit as _jit
 from ._numba_kernels import BAND, N_OUT, _apply, _bias_grad, _layer_row, _output_sample
+from ._prefetch import prefetch
 
 #: The widest hidden layer this path takes; wider ones go to the general kernels,
 #: whose column loops then fill registers.
@@ -44,14 +51,29 @@ GROUP = 32
 N_COLS = -(-N_PIXELS // GROUP) * GROUP
 N_GROUPS = N_COLS // GROUP
 
+#: Chunks of a batch whose first-layer gradients are summed apart (whole blocks of
+#: four samples each). As many as this machine has cores: with two threads each
+#: sums one chunk. Fixed, not the thread count, so that results do not depend on it.
+N_CHUNKS = 2
+
+#: Images requested this many samples before they are copied (see _prefetch).
+PREFETCH_AHEAD = 8
+
+
+@_jit(inline=True)
+def _chunk_bounds(c, nb):
+    """Samples ``[lo, hi)`` of chunk ``c`` of a batch of ``nb``: whole blocks of four."""
+    n_blocks = (nb + 3) // 4
+    return 4 * (c * n_blocks // N_CHUNKS), min(4 * ((c + 1) * n_blocks // N_CHUNKS), nb)
+
 
 @_jit(parallel=True)
 def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0, labels,
-                    probs, loss, hit, sidx, sval, n_threads, grads):
+                    probs, loss, hit, sidx, sval, GC, n_threads, grads):
     """Phase A for samples ``order[first:first + nb]`` (see the module doc).
 
     Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
-    instead and ``labels``, ``D0``, ``loss`` and ``hit`` are not used.
+    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GC`` are not used.
     """
     n1 = W0T.shape[0]
     zero = XF.dtype.type(0)
@@ -64,6 +86,11 @@ def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T
         # All the share's images first: each is a fresh, random place in memory,
         # and back-to-back copies keep several of them in flight at once.
         for b in range(b_lo, b_hi):
+            if b + PREFETCH_AHEAD < b_hi:
+                ahead = order[first + b + PREFETCH_AHEAD]
+                for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
+                    prefetch(images, ahead, p)
+                prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
             g = order[first + b]
             for p in range(N_PIXELS):
                 XF[b, p] = images[g, p] * scale
@@ -93,10 +120,50 @@ def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T
         for b in range(b_lo, b_hi):
             _output_sample(H, W1, b1, W1T, Z, D0, True, grads, not grads, labels, order, first,
                            nb, probs, loss, hit, sidx, sval, t, b)
+        if grads:
+            # With as many threads as chunks, thread t's chunk is its own share.
+            for c in range(t * N_CHUNKS // n_threads, (t + 1) * N_CHUNKS // n_threads):
+                _chunk_gradient(XF, D0, GC, c, nb, sidx, sval, t)
+
+
+@_jit(inline=True)
+def _chunk_gradient(XF, D0, GC, c, nb, sidx, sval, t):
+    """``GC[c * width + j] = sum_b D0[b, j] * XF[b]`` over chunk ``c``'s samples.
+
+    For each unit, the samples whose delta ReLU left nonzero, ascending, four per
+    pass over the row (one load and store of ``GC`` per four multiply-adds). The
+    passes run over all ``N_COLS`` pixels, the same vector code for any chunk.
+    """
+    zero = GC.dtype.type(0)
+    n1 = D0.shape[1]
+    b_lo, b_hi = _chunk_bounds(c, nb)
+    n_cols = np.uint64(N_COLS)  # unsigned: see _numba_kernels._acc_rows
+    for j in range(n1):
+        r = c * n1 + j
+        for p in range(n_cols):
+            GC[r, p] = zero
+        m = np.uint64(0)  # unsigned: see _numba_kernels._relu_gather
+        for b in range(b_lo, b_hi):
+            d = D0[b, j]
+            sidx[t, m] = b
+            sval[t, m] = d
+            m += np.uint64(d != zero)
+        k = np.uint64(0)
+        while k + np.uint64(4) <= m:
+            c0, c1, c2, c3 = sidx[t, k], sidx[t, k + 1], sidx[t, k + 2], sidx[t, k + 3]
+            d0, d1, d2, d3 = sval[t, k], sval[t, k + 1], sval[t, k + 2], sval[t, k + 3]
+            for p in range(n_cols):
+                GC[r, p] += d0 * XF[c0, p] + d1 * XF[c1, p] + d2 * XF[c2, p] + d3 * XF[c3, p]
+            k += np.uint64(4)
+        while k < m:
+            c0, d0 = sidx[t, k], sval[t, k]
+            for p in range(n_cols):
+                GC[r, p] += d0 * XF[c0, p]
+            k += np.uint64(1)
 
 
 @_jit(parallel=True)
-def _narrow_update(nb, XF, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc, sidx,
+def _narrow_update(nb, GC, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc, sidx,
                    sval, lr, momentum, nesterov, weight_decay, use_momentum, n_threads):
     """Phase B: gradients and SGD for every parameter (see the module doc)."""
     n1 = W0T.shape[0]
@@ -109,35 +176,10 @@ def _narrow_update(nb, XF, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, 
         r0 = t * n1  # this thread's rows of GT; column p - p_lo is pixel p
         for j in range(n1):
             for p in range(pa, pb):
-                GT[r0 + j, p - pa] = zero
-        for j in range(n1):
-            # The samples whose delta ReLU left nonzero, ascending, four per pass
-            # over the row (one load and store of GT per four multiply-adds).
-            m = np.uint64(0)  # unsigned: see _numba_kernels._relu_gather
-            for b in range(nb):
-                d = D0[b, j]
-                sidx[t, m] = b
-                sval[t, m] = d
-                m += np.uint64(d != zero)
-            # Pixels go GROUP at a time, a loop of constant length that compiles
-            # to the same vector code wherever a thread's range starts or ends:
-            # with reassociation allowed, a loop over the whole range would round
-            # its last few pixels differently for different thread counts.
-            k = np.uint64(0)
-            while k + np.uint64(4) <= m:
-                c0, c1, c2, c3 = sidx[t, k], sidx[t, k + 1], sidx[t, k + 2], sidx[t, k + 3]
-                d0, d1, d2, d3 = sval[t, k], sval[t, k + 1], sval[t, k + 2], sval[t, k + 3]
-                for base in range(pa, pb, GROUP):
-                    for p in range(base, base + GROUP):
-                        GT[r0 + j, p - pa] += (d0 * XF[c0, p] + d1 * XF[c1, p]
-                                               + d2 * XF[c2, p] + d3 * XF[c3, p])
-                k += np.uint64(4)
-            while k < m:
-                c0, d0 = sidx[t, k], sval[t, k]
-                for base in range(pa, pb, GROUP):
-                    for p in range(base, base + GROUP):
-                        GT[r0 + j, p - pa] += d0 * XF[c0, p]
-                k += np.uint64(1)
+                GT[r0 + j, p - pa] = GC[j, p]
+            for c in range(1, N_CHUNKS):
+                for p in range(pa, pb):
+                    GT[r0 + j, p - pa] += GC[c * n1 + j, p]
         for j in range(n1):
             _apply(W0T, VW0T, W0T, j, p_lo, p_hi, GT, r0 + j, lr, momentum, nesterov,
                    weight_decay, use_momentum, True)
@@ -166,7 +208,7 @@ def run_narrow(W0T, VW0T, b0, Vb0, W1, VW1, b1, Vb1, W1T, images, labels, order,
     ``numba_backend._buffers_narrow`` (the padding columns of its ``XF`` must be
     zero).
     """
-    XF, H, Z, D0, GT, acc, sidx, sval, loss, hit = ws
+    XF, H, Z, D0, GT, GC, acc, sidx, sval, loss, hit = ws
     dt = W0T.dtype.type
     probs = np.empty((1, N_OUT), W0T.dtype)  # never written: probabilities are not kept
     use_momentum = momentum != 0
@@ -177,11 +219,11 @@ def run_narrow(W0T, VW0T, b0, Vb0, W1, VW1, b1, Vb1, W1T, images, labels, order,
         first = step * batch_size
         nb = min(batch_size, n_total - first)
         _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0,
-                        labels, probs, loss, hit, sidx, sval, n_threads, True)
+                        labels, probs, loss, hit, sidx, sval, GC, n_threads, True)
         for q in range(nb):
             loss_sum += loss[q]
             correct += hit[q]
-        _narrow_update(nb, XF, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc,
+        _narrow_update(nb, GC, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, GT, acc,
                        sidx, sval, dt(lrs[step]), momentum, nesterov, weight_decay, use_momentum,
                        n_threads)
     return loss_sum, correct
@@ -194,8 +236,8 @@ def predict_narrow(W0T, b0, W1, b1, W1T, images, scale, probs, ws, first, nb, n_
     Leaves the hidden layer (after ReLU) in ``H[:nb]`` of the scratch ``ws``
     (from ``numba_backend._buffers_narrow``, sized for at least ``nb`` samples).
     """
-    XF, H, Z, D0, GT, acc, sidx, sval, loss, hit = ws
+    XF, H, Z, D0, GT, GC, acc, sidx, sval, loss, hit = ws
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
     _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T, Z, D0,
-                    no_labels, probs, loss, hit, sidx, sval, n_threads, False)
+                    no_labels, probs, loss, hit, sidx, sval, GC, n_threads, False)

@@ -205,6 +205,7 @@ def _buffers_narrow(dt: np.dtype, width: int, rows: int, n_threads: int) -> tupl
         np.empty((rows, N_CLASSES), dtype=dt),  # Z: logits, then their gradient
         np.empty((rows, width), dtype=dt),  # D0: the hidden layer's gradient
         np.empty((n_threads * width, narrow.N_COLS), dtype=dt),  # GT: first-layer gradients
+        np.empty((narrow.N_CHUNKS * width, narrow.N_COLS), dtype=dt),  # GC: per chunk
         np.empty((n_threads * kernels.BAND, max(width, N_CLASSES)), dtype=dt),  # acc
         np.empty((n_threads, lists), dtype=np.uint32),  # sidx: per-thread index lists
         np.empty((n_threads, lists), dtype=dt),  # sval
