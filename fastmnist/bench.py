@@ -219,6 +219,7 @@ def run_benchmark(
     threads: int | None = None,
     repeats: int = 3,
     step_repeats: int = 20,
+    predict_repeats: int = 3,
     train_samples: int | None = None,
     lr: float = 0.05,
     momentum: float = 0.9,
@@ -232,7 +233,9 @@ def run_benchmark(
     and runs one untimed epoch and prediction (a burn-in); then for ``repeats``
     rounds each backend in turn trains one epoch from the same initial weights
     over the same permutation, runs ``step_repeats`` single train steps, and
-    predicts the test set. Before its timed work a backend waits until the
+    predicts the test set ``predict_repeats`` times (a prediction takes a tenth
+    of an epoch or less, so one per round left its median at the mercy of the
+    machine's noise). Before its timed work a backend waits until the
     previous one's thread pools have stopped spinning (:func:`_settle`) and
     wakes its own (:func:`_wake`); neither is timed.
 
@@ -258,6 +261,7 @@ def run_benchmark(
     BenchResult
     """
     repeats = check_positive_int(repeats, "repeats")
+    predict_repeats = check_positive_int(predict_repeats, "predict_repeats")
     threads = check_threads(threads)
     if configs is None:
         configs = [BenchConfig(h, b) for h, b in DEFAULT_CONFIGS]
@@ -331,9 +335,10 @@ def run_benchmark(
                         backend.train_epoch(model, opt, train_x, train_y, one_step,
                                             cfg.batch_size, lrs[:1])
                         step_times[name].append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    backend.predict_proba(model, test_x)
-                    predict_times[name].append(time.perf_counter() - t0)
+                    for _ in range(predict_repeats):
+                        t0 = time.perf_counter()
+                        backend.predict_proba(model, test_x)
+                        predict_times[name].append(time.perf_counter() - t0)
         base = baseline or names[0]
         base_rate = statistics.median(n / t for t in epoch_times[base])
         train_flops = train_flops_per_sample(sizes, cfg.batch_size)

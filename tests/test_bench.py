@@ -15,6 +15,7 @@ from fastmnist.bench import (
     time_to_accuracy,
     train_flops_per_sample,
 )
+from fastmnist.errors import ConfigError
 
 from .synthetic import tiny_dataset
 from .test_cli import run
@@ -45,6 +46,23 @@ def test_run_benchmark_measures_every_backend_alike():
     assert result.peak_gflops > 0 and result.machine["threads"] == 1
     json.dumps(result.to_dict())  # JSON-ready
     assert "784-16-10 b32" in format_table(result)
+
+
+def test_each_round_times_predict_repeats_predictions(monkeypatch):
+    from fastmnist.backends.numpy_backend import NumpyBackend
+
+    calls = []
+    original = NumpyBackend.predict_proba
+    monkeypatch.setattr(NumpyBackend, "predict_proba",
+                        lambda self, model, x: calls.append(len(x)) or original(self, model, x))
+    data = tiny_dataset()
+    run_benchmark(data, backends=["numpy"], configs=[BenchConfig((8,), 64)], repeats=2,
+                  step_repeats=1, predict_repeats=3)
+    full = len(data.test.images)
+    # the burn-in's tiny and full predictions, then 2 rounds of 3 timed ones
+    assert calls == [8, full] + [full] * 6
+    with pytest.raises(ConfigError, match="predict_repeats"):
+        run_benchmark(data, backends=["numpy"], predict_repeats=0)
 
 
 def test_uninstalled_backends_are_skipped_not_crashed_on(monkeypatch):
