@@ -46,9 +46,11 @@ from .numpy_backend import NumpyBackend
 _PREDICT_CHUNK = 1024
 
 #: Share of nonzero pixels above which inference hands the first layer to BLAS.
-#: The kernel's first layer runs over the pixels nonzero in any of four images,
-#: which beats a dense GEMM only while most pixels are zero (MNIST: 19%).
-DENSE_SHARE = 0.35
+#: The kernel's first layer runs over each image's nonzero pixels, which beats a
+#: dense GEMM only while most pixels are zero (MNIST: 19%; Fashion-MNIST: 50%).
+#: 10k random images, 784-128-10 and 784-512-10, kernel against numpy side by
+#: side: 1.7x faster at 20% nonzero, 1.2x at 35%, level at 50%.
+DENSE_SHARE = 0.45
 
 
 def _mostly_nonzero(images: np.ndarray) -> bool:
