@@ -45,8 +45,8 @@ MAX_WIDTH = 16
 
 #: Pixels are handled in groups of 32 (four AVX registers of float32): rows of
 #: pixels are padded with zeros to ``N_COLS``, a multiple of 32, so that vector
-#: loops over a row leave no remainder, and threads own whole groups (see
-#: ``_narrow_update`` for why that matters to reproducibility).
+#: loops over a row leave no remainder, and threads own whole groups, so that each
+#: pixel's update runs through the same vector code whatever the thread count.
 GROUP = 32
 N_COLS = -(-N_PIXELS // GROUP) * GROUP
 N_GROUPS = N_COLS // GROUP
