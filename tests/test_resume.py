@@ -141,6 +141,25 @@ def _run_cli(*args, **kwargs):
     )
 
 
+def _interrupt_after_epoch(epoch: int, *args: str) -> tuple[int, str]:
+    """Run ``fastmnist train ARGS``, send SIGINT once its progress bar shows
+    ``epoch`` epochs done; return the exit code (0 if it finished first) and stderr."""
+    proc = _run_cli(*args)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    deadline = time.monotonic() + 300
+    while f"| {epoch}/" not in "".join(seen) and time.monotonic() < deadline:  # tqdm's counter
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    reader.join()
+    return code, "".join(seen)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_real_sigint_writes_a_checkpoint_and_resume_matches(tmp_path, backend):
     data = tmp_path / "data"
@@ -153,18 +172,13 @@ def test_real_sigint_writes_a_checkpoint_and_resume_matches(tmp_path, backend):
     assert done.returncode == 0, done.stderr
 
     ck = tmp_path / "ck.npz"
-    proc = _run_cli(*common, "--out", str(ck))
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")))
-    reader.start()
-    deadline = time.monotonic() + 300
-    while "| 3/40" not in "".join(seen) and time.monotonic() < deadline:  # tqdm's counter
-        assert proc.poll() is None, "".join(seen)
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
-    reader.join()
-    err = "".join(seen)
+    # A loaded machine can delay reading the progress bar until training is over;
+    # then the signal comes too late to test anything, and the run is repeated.
+    for _attempt in range(3):
+        code, err = _interrupt_after_epoch(3, *common, "--out", str(ck))
+        if code != 0:
+            break
+    assert code == 130, err
     assert "checkpoint written to" in err and "Traceback" not in err
     interrupted = load_model(ck)
     assert 3 <= len(interrupted.history) < 40  # only complete epochs are kept
