@@ -1,8 +1,15 @@
-"""The kernels' ``njit`` wrapper: its fallback when no cache directory is writable."""
+"""The kernels' ``njit`` wrapper: its fallback when no cache directory is writable,
+and the vector width it asks LLVM for."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
+
+import llvmlite.binding as llvm
+import pytest
 
 from fastmnist.backends import _jit
 
@@ -33,3 +40,58 @@ def test_inlined_helpers_are_never_cached(monkeypatch):
     monkeypatch.setattr(_jit, "njit", lambda **options: seen.append(options) or (lambda fn: fn))
     _jit.jit(inline=True)(lambda: None)
     assert seen == [{"inline": "always", **_jit.OPTIONS}]
+
+
+def _in_fresh_process(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**environ, **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+_HAS_AVX512 = bool(llvm.get_host_cpu_features().get("avx512f"))
+
+# A loop the vectoriser widens to its preferred width; the fresh process compiles
+# it with the package's wrapper and reports the widest FMA register it got.
+_WIDEST_FMA = """
+import re, numpy as np
+from fastmnist.backends._jit import jit
+@jit()
+def axpy(y, a, x):
+    for i in range(x.shape[0]):
+        y[i] += a * x[i]
+x = np.ones(4096, np.float32)
+axpy(x, np.float32(2), x)
+asm = next(iter(axpy.inspect_asm().values()))
+fmas = re.findall(r"vfmadd\\w*\\s+[^\\n]*", asm)
+print("zmm" if any("zmm" in f for f in fmas) else "ymm" if any("ymm" in f for f in fmas)
+      else "none")
+"""
+
+
+@pytest.mark.skipif(not _HAS_AVX512, reason="the CPU has no AVX-512")
+def test_kernels_get_512_bit_vectors_on_avx512(tmp_path):
+    # A fresh cache: code loaded from disk cannot be inspected.
+    assert _in_fresh_process(_WIDEST_FMA, NUMBA_CACHE_DIR=str(tmp_path)) == "zmm"
+
+
+@pytest.mark.skipif(_HAS_AVX512, reason="checks CPUs without AVX-512")
+def test_no_feature_change_without_avx512():
+    assert _in_fresh_process(
+        "from fastmnist.backends import _jit; print(_jit.WIDE)") == "False"
+
+
+def test_a_users_cpu_features_are_left_alone():
+    code = ("from fastmnist.backends import _jit; from numba.core import config; "
+            "print(_jit.WIDE, config.CPU_FEATURES)")
+    assert _in_fresh_process(code, NUMBA_CPU_FEATURES="+avx2") == "False +avx2"
+
+
+def test_nothing_changes_once_numba_has_compiled_something():
+    # Numba fixes its feature string when its first dispatcher is made; a
+    # change after that would not take effect, and WIDE must not claim it did.
+    code = ("import numba\n@numba.njit\ndef f(x):\n    return x\n"
+            "from fastmnist.backends import _jit; from numba.core import config\n"
+            "print(_jit.WIDE, config.CPU_FEATURES)")
+    assert _in_fresh_process(code) == "False None"

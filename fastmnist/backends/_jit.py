@@ -2,7 +2,8 @@
 
 Options live here so that the fast and the general kernels are built alike:
 fastmath flags come from :mod:`fastmnist.numerics`, and ``error_model="numpy"``
-makes division never raise (x/0 gives inf/nan as in NumPy).
+makes division never raise (x/0 gives inf/nan as in NumPy). On AVX-512 CPUs
+it also lifts LLVM's preference for 256-bit vectors (see :func:`_prefer_wide_vectors`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,36 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import llvmlite.binding as llvm
 from numba import njit
+from numba.core import config
+from numba.core.registry import cpu_target
 
-from ..numerics import FASTMATH
+from ..numerics import FASTMATH, WIDE_VECTORS
 
 OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
+
+def _prefer_wide_vectors() -> bool:
+    """Ask LLVM for 512-bit vectors on an AVX-512 CPU; return whether it was done.
+
+    Numba compiles every function of a process with one feature string, read
+    when its first dispatcher is created. So this only acts while none exists
+    yet, and never over a ``NUMBA_CPU_FEATURES`` the user chose; it then applies
+    to any other Numba code of the process too (only its vector width changes).
+    Numba keys its on-disk cache by the feature string, so caches never mix.
+    """
+    if not WIDE_VECTORS or config.CPU_FEATURES is not None:
+        return False
+    if "_toplevel_target_context" in vars(cpu_target):  # a dispatcher exists already
+        return False
+    features = llvm.get_host_cpu_features()
+    if not features.get("avx512f"):
+        return False
+    config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+    return True
+
+
+WIDE = _prefer_wide_vectors()
 
 _cache_ok = True  # cleared, with one warning, if no cache directory is writable
 
