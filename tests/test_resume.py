@@ -134,18 +134,18 @@ def test_interrupt_outside_the_kernel_undoes_the_whole_epoch(monkeypatch, where)
     assert trainer.history["loss"] == whole.history["loss"]
 
 
-def _sigint_default() -> None:
-    # A command started in the background by a non-interactive shell (as CI may
-    # start the suite) inherits SIGINT ignored, and Python then installs no
-    # KeyboardInterrupt handler; Ctrl-C is what is tested, so give it back.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A suite started in the background by a non-interactive shell (as CI may be)
+# passes SIGINT down ignored, and Python then installs no KeyboardInterrupt
+# handler; Ctrl-C is what is tested, so the child installs it before the CLI runs.
+# (Not by preexec_fn: that forks a process that JAX has made multithreaded.)
+_CLI_WITH_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "from fastmnist.cli import main; sys.exit(main())")
 
 
 def _run_cli(*args, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "fastmnist", "train", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_sigint_default, **kwargs,
+        [sys.executable, "-c", _CLI_WITH_CTRL_C, "train", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )
 
 
