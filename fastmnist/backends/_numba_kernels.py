@@ -7,24 +7,34 @@ Design
 ------
 A network has ``L`` layers of widths ``n[0] = 784, ..., n[L] = 10``. The
 drivers (:func:`run_batches`, :func:`predict`) loop over mini-batches in
-compiled code; each batch is two parallel phases (``prange`` over threads)
-with one barrier between them:
+compiled code. A training step of a one-hidden-layer network is four parallel
+phases (``prange`` over threads), each a barrier:
 
-A. ``_phase_a``, over samples. Thread ``t`` takes a contiguous share of the
-   batch in blocks of four samples and, for each block: lists the pixels that
-   are nonzero in any of the four (their union; about 300 of 784 on MNIST,
-   every pixel on dense inputs), computes the first layer four samples by four
-   pixels per pass (4 x 4 register blocking: each loaded weight serves four
-   samples, each load/store of an output four pixels), then per sample the
-   last layer, softmax + cross-entropy + its gradient, and the gradient back
-   through the last layer. Inference skips the unions: each sample's first
-   layer sums the weight rows of its own nonzero pixels (about 150), four per pass.
-B. ``_phase_b``, over parameters. The first layer's rows go out in bands
-   of 28 (one image row of pixels), the last layer's ten columns one by one,
-   each thread a contiguous range of about equal estimated cost. A row's
-   gradient ``sum_b A[b, i] * delta[b, :]`` is summed over the batch by its one
-   owner (the first layer over the union lists, four samples per pass) and the
-   row is updated by SGD at once, while it is in cache.
+A1. ``_first_layer_parts``, over the :data:`N_PARTS` pixel parts (the top and
+    bottom fourteen image rows). For every block of four samples, the part's
+    thread lists the part's pixels that are nonzero in any of the four (their
+    union; about 300 of 784 on MNIST in all, every pixel on dense inputs) and
+    sums the part's share of the block's first layer, four samples by four
+    pixels per pass (4 x 4 register blocking: each loaded weight serves four
+    samples, each load/store of an output four pixels).
+A2. ``_combine_parts``, over samples: bias plus the parts' shares, in order.
+A3. ``_phase_a``, over samples: per sample the last layer, softmax +
+    cross-entropy + its gradient, and the gradient back through the last layer.
+B.  ``_phase_b``, over the pixel parts again: each part's thread sums the
+    gradient of its part's rows of the first layer, band of 28 rows (one image
+    row) by band, over its own union lists (four samples per pass), and updates
+    each row by SGD at once, while it is in cache; the first part's thread also
+    does the first bias, the last part's the last layer, column by column.
+
+A part's rows of ``W0`` are read and written by one thread only, so they stay
+in that core's cache all epoch. (Before, phase A split the batch by samples,
+so every thread read all of ``W0`` that the other had just updated in phase B,
+and each step moved half of ``W0`` across cores: side by side, 784-128-10 b32
+ran 1.3x and 784-512-10 b32-b128 1.35-1.5x slower on two threads.) The price
+is two sums per first-layer output instead of one and, with more threads than
+parts, idle threads in A1 and B. Inference runs ``_phase_a`` alone: each
+sample's first layer sums the weight rows of its own nonzero pixels (about
+150), four per pass, with the output layer in the same phase.
 
 Deeper networks add, per middle layer, a forward and a backward phase over
 samples (``_forward_hidden``, ``_backward_hidden``) and an update phase over
@@ -32,9 +42,10 @@ rows (``_update_layer``). The backward product ``delta @ W.T`` reads a
 transposed copy of ``W`` that the update phase keeps in step, so it is again a
 sum of contiguous rows.
 
-Determinism: no thread writes what another reads in the same phase and no sum
-is split between threads. Every sum runs in an order fixed by the data, so
-results are bit-identical for any thread count.
+Determinism: no thread writes what another reads in the same phase, and the
+only sums split in parts (the first layer's, by pixel part) are split the
+same way for any thread count. Every sum runs in an order fixed by the data,
+so results are bit-identical for any thread count.
 
 The parallel bodies index only arrays passed in whole (no views, no tuple
 lookups), which lets Numba mark them ``noalias``: LLVM then vectorises inner
@@ -68,8 +79,16 @@ BAND = 28
 N_BANDS = 28
 
 #: Columns of the first layer done per pass: a 784 x TILE slab of W_0 (400 kB in
-#: float32) stays in L2 while every block of a thread's share uses it.
+#: float32) stays in L2 while every block uses it.
 TILE = 128
+
+#: In training the first layer's rows are split into this many parts of whole
+#: bands (the top and bottom of the image). Each part's thread sums its pixels'
+#: share of every sample's first layer and computes and updates its rows of
+#: ``W0``, so those rows never leave its core. Fixed, not the thread count, so
+#: that sums are split alike for any thread count.
+N_PARTS = 2
+BANDS_PER_PART = N_BANDS // N_PARTS
 
 #: Columns of the first layer's gradient done per pass over a band: the band's
 #: 28 gradient rows (14 kB in float32) stay in L1.
@@ -283,13 +302,14 @@ def _output_column(A, D, WT, VWT, GWT, j, nb, acc, c, lr, momentum, nesterov, we
 
 
 @_jit(inline=True)
-def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, t, q):
-    """Block ``q`` (samples ``4q .. 4q + 3``): the pixels nonzero in any of its images.
+def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, part, q, row):
+    """Block ``q`` (samples ``4q .. 4q + 3``): the pixels of part ``part``'s bands
+    that are nonzero in any of its images, into list row ``row``.
 
-    ``ulist[q, :ucount[q]]`` lists the union in ascending order, ``uband[q, r]``
-    is where band ``r`` starts in it, and ``xv[q, k, s]`` is sample ``s``'s
-    scaled value of pixel ``ulist[q, k]``, zero for the missing samples of a
-    last, partial block. ``band_count[t, r]`` counts the entries in band ``r``.
+    ``ulist[row, :ucount[row]]`` lists the union in ascending order,
+    ``uband[row, r]`` is where the part's band ``r`` starts in it, and
+    ``xv[row, k, s]`` is sample ``s``'s scaled value of pixel ``ulist[row, k]``,
+    zero for the missing samples of a last, partial block.
     """
     zero = xv.dtype.type(0)
     b = 4 * q
@@ -300,42 +320,42 @@ def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, ban
     g2 = order[first + b + 2] if present > 2 else g0
     g3 = order[first + b + 3] if present > 3 else g0
     n = np.uint64(0)  # unsigned: no negative-index check on every store
-    for r in range(N_BANDS):
-        uband[q, r] = n
+    for r in range(BANDS_PER_PART):
+        uband[row, r] = n
         for c in range(BAND):
-            i = r * BAND + c
+            i = (part * BANDS_PER_PART + r) * BAND + c
             # Branch-free: every pixel is written at the end of the list, and the
             # end only moves past pixels that are nonzero in some image.
-            ulist[q, n] = i
+            ulist[row, n] = i
             n += np.uint64(
                 (images[g0, i] != 0) | (images[g1, i] != 0)
                 | (images[g2, i] != 0) | (images[g3, i] != 0)
             )
-        band_count[t, r] += np.int64(n) - uband[q, r]
-    uband[q, N_BANDS] = n
-    ucount[q] = n
+    uband[row, BANDS_PER_PART] = n
+    ucount[row] = n
     for k in range(n):
-        i = ulist[q, k]
-        xv[q, k, 0] = images[g0, i] * scale
-        xv[q, k, 1] = images[g1, i] * scale if present > 1 else zero
-        xv[q, k, 2] = images[g2, i] * scale if present > 2 else zero
-        xv[q, k, 3] = images[g3, i] * scale if present > 3 else zero
+        i = ulist[row, k]
+        xv[row, k, 0] = images[g0, i] * scale
+        xv[row, k, 1] = images[g1, i] * scale if present > 1 else zero
+        xv[row, k, 2] = images[g2, i] * scale if present > 2 else zero
+        xv[row, k, 3] = images[g3, i] * scale if present > 3 else zero
 
 
 @_jit(inline=True)
-def _first_layer_block(W, bias, Z, ulist, ucount, xv, q, j0, j1):
-    """Rows ``4q .. 4q + 3``, columns ``j0:j1`` of ``Z = X W + bias``, over block ``q``'s union.
+def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1):
+    """Rows ``b .. b + 3``, columns ``j0:j1`` of ``Z = X W`` over list row ``q``
+    (a block's union in one part of the pixels).
 
     Four pixels by four samples per pass. Rows of a partial block's missing
-    samples come out as the bias and are ignored.
+    samples come out as zero and are ignored.
     """
     ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
-    b = 4 * q
+    zero = Z.dtype.type(0)
     for j in range(ja, jb):
-        Z[b, j] = bias[0, j]
-        Z[b + 1, j] = bias[0, j]
-        Z[b + 2, j] = bias[0, j]
-        Z[b + 3, j] = bias[0, j]
+        Z[b, j] = zero
+        Z[b + 1, j] = zero
+        Z[b + 2, j] = zero
+        Z[b + 3, j] = zero
     n = ucount[q]
     k = 0
     while k + 4 <= n:
@@ -414,10 +434,10 @@ def _output_sample(
 
 @_jit(inline=True)
 def _first_layer_band(
-    r, nb, ulist, uband, xv, D, W, VW, GW, acc, a0, lr, momentum, nesterov, weight_decay,
+    part, r, nb, ulist, uband, xv, D, W, VW, GW, acc, a0, lr, momentum, nesterov, weight_decay,
     use_momentum, train,
 ):
-    """Rows ``28r .. 28r + 27`` of the first layer: gradient into ``acc[a0:a0 + 28]``, update.
+    """Band ``r`` of part ``part``: gradient into ``acc[a0:a0 + 28]``, update.
 
     A column tile at a time, the band's rows are summed block after block in
     ascending order: each of the block's union pixels in the band gets the
@@ -433,7 +453,7 @@ def _first_layer_band(
     zero = W.dtype.type(0)
     n_out = W.shape[1]
     n_blocks = (nb + 3) // 4
-    i0 = r * BAND
+    i0 = (part * BANDS_PER_PART + r) * BAND
     for j0 in range(0, n_out, TILE_GRAD):
         j1 = min(j0 + TILE_GRAD, n_out)
         ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
@@ -442,9 +462,10 @@ def _first_layer_band(
                 acc[c, j - ja] = zero
         for q in range(n_blocks):
             b = 4 * q
-            for k in range(uband[q, r], uband[q, r + 1]):
-                c0 = np.uint64(a0 + ulist[q, k] - i0)  # the pixel's row of acc (unsigned)
-                x0, x1, x2, x3 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+            row = part * n_blocks + q
+            for k in range(uband[row, r], uband[row, r + 1]):
+                c0 = np.uint64(a0 + ulist[row, k] - i0)  # the pixel's row of acc (unsigned)
+                x0, x1, x2, x3 = xv[row, k, 0], xv[row, k, 1], xv[row, k, 2], xv[row, k, 3]
                 for j in range(ja, jb):
                     acc[c0, j - ja] += (x0 * D[b, j] + x1 * D[b + 1, j] + x2 * D[b + 2, j]
                                         + x3 * D[b + 3, j])
@@ -456,18 +477,6 @@ def _first_layer_band(
 # ---------------------------------------------------------------------------
 # Serial helpers
 # ---------------------------------------------------------------------------
-
-
-@_jit()
-def _split_costs(costs, n_threads):
-    """Cut items into ``n_threads`` contiguous ranges of about equal total cost."""
-    cum = np.cumsum(costs)
-    split = np.empty(n_threads + 1, np.int64)
-    split[0] = 0
-    for t in range(1, n_threads):
-        split[t] = max(split[t - 1], np.searchsorted(cum, cum[-1] * t / n_threads))
-    split[n_threads] = costs.shape[0]
-    return split
 
 
 @_jit()
@@ -484,26 +493,64 @@ def _transpose_into(WT, W):
 
 
 @_jit(parallel=True)
+def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv, W0, P,
+                       n_threads):
+    """Training phase A1, over the pixel parts: part ``p``'s share of the first layer.
+
+    For every block of the batch, the union of part ``p``'s nonzero pixels
+    (:func:`_gather_block`, list rows ``p * n_blocks + q``), then
+    ``P[p * rows + b] = X[b, part] W0[part]`` (``rows = P.shape[0] // N_PARTS``).
+    """
+    n_blocks = (nb + 3) // 4
+    n_out = W0.shape[1]
+    rows = P.shape[0] // N_PARTS
+    for t in prange(n_threads):
+        for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
+            for q in range(n_blocks):
+                _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, p, q,
+                              p * n_blocks + q)
+            # A slab of W0 at a time serves every block while in L2. (Computing each
+            # block right after gathering it, while its lists are in L1, made no
+            # difference at 128 units, side by side.)
+            for j0 in range(0, n_out, TILE):
+                for q in range(n_blocks):
+                    _first_layer_block(W0, P, p * rows + 4 * q, ulist, ucount, xv,
+                                       p * n_blocks + q, j0, min(j0 + TILE, n_out))
+
+
+@_jit(parallel=True)
+def _combine_parts(P, b0, Z1, nb, n_threads):
+    """Training phase A2, over samples: ``Z1[b] = b0 + P[b] + P[rows + b]``, parts in order."""
+    rows = P.shape[0] // N_PARTS
+    n_out = Z1.shape[1]
+    for t in prange(n_threads):
+        for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
+            for j in range(n_out):
+                Z1[b, j] = b0[0, j] + P[b, j]
+            for p in range(1, N_PARTS):
+                for j in range(n_out):
+                    Z1[b, j] += P[p * rows + b, j]
+
+
+@_jit(parallel=True)
 def _phase_a(
-    images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W0, b0, Z1, do_first,
-    A, W, bias, WT, Z, Dprev, do_output, has_hidden, grads, want_probs, labels, probs, loss, hit,
-    sidx, sval, n_threads,
+    images, order, first, nb, scale, W0, b0, Z1, do_first, A, W, bias, WT, Z, Dprev, do_output,
+    has_hidden, grads, want_probs, labels, probs, loss, hit, sidx, sval, n_threads,
 ):
     """Phase A over samples: thread ``t`` takes blocks ``t * n_blocks // n_threads`` onwards.
 
-    ``do_first``: gather the blocks' unions and compute ``Z1 = X W0 + b0``
-    (without ``grads``, over each sample's own nonzero pixels instead).
-    ``do_output``: the per-sample output work of :func:`_output_sample` with the
-    last layer ``A, W, bias, WT -> Z`` (and ``Dprev``). A network with one hidden
-    layer or none does both in one phase; deeper ones run the middle layers'
-    phases in between.
+    ``do_first`` (inference): ``Z1 = X W0 + b0`` over each sample's own nonzero
+    pixels. ``do_output``: the per-sample output work of :func:`_output_sample`
+    with the last layer ``A, W, bias, WT -> Z`` (and ``Dprev``). Training
+    computes the first layer in :func:`_first_layer_parts` and
+    :func:`_combine_parts` instead.
     """
     n_blocks = (nb + 3) // 4
     n_out = W0.shape[1]
     for t in prange(n_threads):
         q_lo = t * n_blocks // n_threads
         q_hi = (t + 1) * n_blocks // n_threads
-        if do_first and not grads:
+        if do_first:
             # Inference needs no union lists (they serve the gradient): each
             # sample sums only its own nonzero pixels' rows, about 150 on MNIST
             # against about 300 in a block's union. The whole row of Z1 at once:
@@ -513,23 +560,6 @@ def _phase_a(
                 for j in range(n_out):
                     Z1[b, j] = b0[0, j]
                 _acc_rows(Z1, b, 0, n_out, W0, sidx, sval, t, 0, m)
-        elif do_first:
-            for r in range(N_BANDS):
-                band_count[t, r] = 0
-            # A layer of one slab does each block right after gathering it, while
-            # its lists are in L1; a wider one goes slab by slab over all blocks,
-            # so that each slab of W0 serves every block while in L2.
-            one_slab = n_out <= TILE
-            for q in range(q_lo, q_hi):
-                _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv,
-                              band_count, t, q)
-                if one_slab:
-                    _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, 0, n_out)
-            if not one_slab:
-                for j0 in range(0, n_out, TILE):
-                    for q in range(q_lo, q_hi):
-                        _first_layer_block(W0, b0, Z1, ulist, ucount, xv, q, j0,
-                                           min(j0 + TILE, n_out))
         if do_output:
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
                 _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
@@ -565,35 +595,38 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
 @_jit(parallel=True)
 def _phase_b(
     nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, WT, bias, VWT, Vb, GWT, Gb,
-    acc, sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train, n_threads,
+    acc, sidx, sval, has_hidden, lr, momentum, nesterov, weight_decay, use_momentum, train,
+    n_threads,
 ):
-    """Phase B over parameter rows: gradients and SGD (or, without ``train``, gradients out).
+    """Phase B over the pixel parts: gradients and SGD (or, without ``train``,
+    gradients out).
 
-    Items, in order: the first layer's 28 bands (:func:`_first_layer_band`), its
-    bias, then, if ``split`` reaches that far (networks with a hidden layer), the
-    ten columns of the last layer and its bias (:func:`_output_column`; ``A`` and
+    The thread of part ``p`` (as in :func:`_first_layer_parts`) does its bands of
+    the first layer (:func:`_first_layer_band`), from its own union lists and on
+    its own rows of ``W0``. The thread of the first part also does the first
+    layer's bias; with a hidden layer, the thread of the last part does the ten
+    columns of the last layer and its bias (:func:`_output_column`; ``A`` and
     ``D`` are that layer's input and delta, and its weights, velocities and
     gradients come transposed, ``WT, VWT, GWT``).
-    Thread ``t`` does items ``split[t]:split[t + 1]``.
     """
     n_out0 = W0.shape[1]
     zero = W0.dtype.type(0)
     for t in prange(n_threads):
         a0 = t * BAND  # this thread's rows of acc
-        for item in range(split[t], split[t + 1]):
-            if item < N_BANDS:
-                _first_layer_band(item, nb, ulist, uband, xv, D0, W0, VW0, GW0, acc, a0, lr,
+        for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
+            for r in range(BANDS_PER_PART):
+                _first_layer_band(p, r, nb, ulist, uband, xv, D0, W0, VW0, GW0, acc, a0, lr,
                                   momentum, nesterov, weight_decay, use_momentum, train)
-            elif item == N_BANDS:
+            if p == 0:
                 for j0 in range(0, n_out0, TILE_GRAD):
                     j1 = min(j0 + TILE_GRAD, n_out0)
                     _bias_grad(D0, nb, acc, a0, j0, j1)
                     _apply(b0, Vb0, Gb0, 0, j0, j1, acc, a0, lr, momentum, nesterov, zero,
                            use_momentum, train)
-            elif item - N_BANDS - 1 < N_OUT:
-                _output_column(A, D, WT, VWT, GWT, item - N_BANDS - 1, nb, acc, a0, lr,
-                               momentum, nesterov, weight_decay, use_momentum, train)
-            else:
+            if p == N_PARTS - 1 and has_hidden:
+                for j in range(N_OUT):
+                    _output_column(A, D, WT, VWT, GWT, j, nb, acc, a0, lr, momentum, nesterov,
+                                   weight_decay, use_momentum, train)
                 _bias_grad(D, nb, acc, a0, 0, N_OUT)
                 _apply(bias, Vb, Gb, 0, 0, N_OUT, acc, a0, lr, momentum, nesterov, zero,
                        use_momentum, train)
@@ -641,24 +674,30 @@ def _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale
     ``acts`` has ``L + 1`` entries, the last being ``dels[L - 1]`` (the logits),
     so that ``acts[1]`` is the first layer's output whatever the depth.
     """
-    ulist, uband, ucount, xv, band_count, sidx, sval, acc, loss, hit = ws
+    ulist, uband, ucount, xv, P, sidx, sval, acc, loss, hit = ws
     n_layers = len(W)
     last = n_layers - 1
     prev = max(last - 1, 0)
     deep = n_layers > 2
-    # Shallow: one phase does it all; deep: the first layer, the middle layers, the rest.
-    _phase_a(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W[0], b[0],
-             acts[1], True, acts[last], W[last], b[last], WT[last], dels[last], dels[prev],
-             not deep, n_layers > 1, grads, want_probs, labels, probs, loss, hit, sidx, sval,
-             n_threads)
+    if grads:
+        # Training: the first layer by pixel parts (see _first_layer_parts).
+        _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv, W[0], P,
+                           n_threads)
+        _combine_parts(P, b[0], acts[1], nb, n_threads)
+    else:
+        # Inference: the first layer by samples, with the output layer in the same
+        # phase when there is no middle layer.
+        _phase_a(images, order, first, nb, scale, W[0], b[0], acts[1], True, acts[last],
+                 W[last], b[last], WT[last], dels[last], dels[prev], not deep, n_layers > 1,
+                 grads, want_probs, labels, probs, loss, hit, sidx, sval, n_threads)
+    for layer in range(1, last):
+        _forward_hidden(acts[layer], W[layer], b[layer], acts[layer + 1], nb, sidx, sval,
+                        n_threads)
+    if grads or deep:
+        _phase_a(images, order, first, nb, scale, W[0], b[0], acts[1], False, acts[last],
+                 W[last], b[last], WT[last], dels[last], dels[prev], True, n_layers > 1, grads,
+                 want_probs, labels, probs, loss, hit, sidx, sval, n_threads)
     if deep:
-        for layer in range(1, last):
-            _forward_hidden(acts[layer], W[layer], b[layer], acts[layer + 1], nb, sidx, sval,
-                            n_threads)
-        _phase_a(images, order, first, nb, scale, ulist, uband, ucount, xv, band_count, W[0],
-                 b[0], acts[1], False, acts[last], W[last], b[last], WT[last], dels[last],
-                 dels[prev], True, True, grads, want_probs, labels, probs, loss, hit, sidx, sval,
-                 n_threads)
         if grads:
             for layer in range(last - 1, 0, -1):
                 _backward_hidden(dels[layer], WT[layer], acts[layer], dels[layer - 1], nb, sidx,
@@ -712,7 +751,7 @@ def run_batches(
     correct : int
         Samples whose prediction matched the label, each before its step's update.
     """
-    ulist, uband, ucount, xv, band_count, sidx, sval, acc, loss, hit = ws
+    ulist, uband, ucount, xv, P, sidx, sval, acc, loss, hit = ws
     dt = W[0].dtype.type
     n_layers = len(W)
     for layer in range(1, n_layers):
@@ -726,9 +765,6 @@ def run_batches(
     GWT = np.zeros_like(WT[last])
     if n_layers > 1 and train:
         _transpose_into(VWT, VW[last])
-    # Phase B items: 28 bands and the bias of the first layer, then (with a
-    # hidden layer) the last layer's columns and bias.
-    costs = np.empty(N_BANDS + 1 + (N_OUT + 1 if n_layers > 1 else 0), np.int64)
     use_momentum = momentum != 0
     loss_sum = 0.0
     correct = 0
@@ -742,23 +778,10 @@ def run_batches(
             loss_sum += loss[q]
             correct += hit[q]
         lr = dt(lrs[step])
-        # Phase B items and their estimated costs, in units of one multiply-add
-        # (weights measured on MNIST): a band of the first layer costs 4 per union
-        # entry and column (four samples) plus 6 per parameter it updates (a
-        # memory-bound read-modify-write of weight and velocity); a column of the
-        # last layer costs one per sample and input, plus its strided update.
-        n1 = W[0].shape[1]
-        for r in range(N_BANDS):
-            costs[r] = (4 * band_count[:, r].sum() + 6 * BAND) * n1
-        costs[N_BANDS] = nb * n1
-        if n_layers > 1:
-            costs[N_BANDS + 1 :] = (nb + 10) * W[last].shape[0]
-            costs[-1] = nb * N_OUT
-        split = _split_costs(costs, n_threads)
         _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
                  acts[last], dels[last], WT[last], b[last], VWT, Vb[last], GWT, Gb[last], acc,
-                 sidx, sval, split, lr, momentum, nesterov, weight_decay, use_momentum, train,
-                 n_threads)
+                 sidx, sval, n_layers > 1, lr, momentum, nesterov, weight_decay, use_momentum,
+                 train, n_threads)
         for layer in range(1, last):
             _update_layer(acts[layer], dels[layer], W[layer], b[layer], VW[layer], Vb[layer],
                           GW[layer], Gb[layer], WT[layer], nb, acc, sidx, sval, lr, momentum,

@@ -117,12 +117,14 @@ def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
                    zip(sizes[1:-1], sizes[2:])))
     width = max([kernels.TILE_GRAD, *sizes[1:]])  # a layer's outputs, or the last one's inputs
     scratch = max([batch, N_PIXELS, *sizes[1:]])  # lists of a batch, a layer or an image
+    lists = kernels.N_PARTS * rows // 4  # a union list per pixel part and block
+    part = N_PIXELS // kernels.N_PARTS
     ws = (
-        np.empty((rows // 4, N_PIXELS), dtype=np.uint32),  # ulist: union pixels per block
-        np.empty((rows // 4, kernels.N_BANDS + 1), dtype=np.int64),  # uband: band starts
-        np.empty(rows // 4, dtype=np.int64),  # ucount: union size per block
-        np.empty((rows // 4, N_PIXELS, 4), dtype=dt),  # xv: the 4 samples' values
-        np.empty((n_threads, kernels.N_BANDS), dtype=np.int64),  # band_count
+        np.empty((lists, part), dtype=np.uint32),  # ulist: union pixels
+        np.empty((lists, kernels.BANDS_PER_PART + 1), dtype=np.int64),  # uband: band starts
+        np.empty(lists, dtype=np.int64),  # ucount: union sizes
+        np.empty((lists, part, 4), dtype=dt),  # xv: the 4 samples' values
+        np.empty((kernels.N_PARTS * rows, sizes[1]), dtype=dt),  # P: first layer by part
         np.empty((n_threads, scratch), dtype=np.uint32),  # sidx: per-thread index lists
         np.empty((n_threads, scratch), dtype=dt),  # sval
         np.empty((n_threads * kernels.BAND, width), dtype=dt),  # acc: gradient rows
