@@ -20,6 +20,7 @@ from ..numerics import FASTMATH, WIDE_VECTORS
 
 OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
 
+
 def _prefer_wide_vectors() -> bool:
     """Ask LLVM for 512-bit vectors on an AVX-512 CPU; return whether it was done.
 

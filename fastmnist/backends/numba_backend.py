@@ -79,7 +79,7 @@ def _predict_buffers(model: Model, batch: int, n_threads: int) -> tuple:
         if _is_narrow(model):
             buffers = _buffers_narrow(model.dtype, model.sizes[1], batch, n_threads)
         else:
-            buffers = _buffers(model, batch, n_threads)
+            buffers = _buffers(model, batch, n_threads, training=False)
         _predict_scratch.buffers = buffers
         _predict_scratch.key = key
     return _predict_scratch.buffers
@@ -101,12 +101,13 @@ def _rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     return tuple(a.reshape(1, -1) for a in arrays)
 
 
-def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
+def _buffers(model: Model, batch: int, n_threads: int, training: bool = True) -> tuple:
     """Scratch for batches of up to ``batch`` samples: ``(WT, acts, dels, ws)``.
 
     See :func:`fastmnist.backends._numba_kernels.run_batches` for the layout.
     The first layer works on blocks of four samples, so the buffers it touches
-    have room for ``batch`` rounded up to a multiple of four.
+    have room for ``batch`` rounded up to a multiple of four. Inference
+    (``training=False``) gets placeholders for what only training uses.
     """
     dt, sizes = model.dtype, model.sizes
     rows = -(-batch // 4) * 4
@@ -117,14 +118,15 @@ def _buffers(model: Model, batch: int, n_threads: int) -> tuple:
                    zip(sizes[1:-1], sizes[2:])))
     width = max([kernels.TILE_GRAD, *sizes[1:]])  # a layer's outputs, or the last one's inputs
     scratch = max([batch, N_PIXELS, *sizes[1:]])  # lists of a batch, a layer or an image
-    lists = kernels.N_PARTS * rows // 4  # a union list per pixel part and block
+    lists = kernels.N_PARTS * rows // 4 if training else 1  # per pixel part and block
     part = N_PIXELS // kernels.N_PARTS
+    parts = kernels.N_PARTS * rows if training else 1
     ws = (
         np.empty((lists, part), dtype=np.uint32),  # ulist: union pixels
         np.empty((lists, kernels.BANDS_PER_PART + 1), dtype=np.int64),  # uband: band starts
         np.empty(lists, dtype=np.int64),  # ucount: union sizes
         np.empty((lists, part, 4), dtype=dt),  # xv: the 4 samples' values
-        np.empty((kernels.N_PARTS * rows, sizes[1]), dtype=dt),  # P: first layer by part
+        np.empty((parts, sizes[1]), dtype=dt),  # P: first layer by part
         np.empty((n_threads, scratch), dtype=np.uint32),  # sidx: per-thread index lists
         np.empty((n_threads, scratch), dtype=dt),  # sval
         np.empty((n_threads * kernels.BAND, width), dtype=dt),  # acc: gradient rows
