@@ -75,6 +75,7 @@ from numba import prange
 from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, pixel_scale
 from ..optim import SGD, Adam
+from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 from .augment import (
     _LAYER,
@@ -227,6 +228,7 @@ def _gather(images, order, shifts, has_shifts, first, nb, scale, X, ulist, uval,
     zero = X.dtype.type(0)
     n_blocks = (nb + 3) // 4
     for t in prange(n_threads):
+        fp = flush_denormals()
         for q in range(t * n_blocks // n_threads, (t + 1) * n_blocks // n_threads):
             for b in range(4 * q, 4 * q + 4):
                 for p in range(N_PIXELS):
@@ -246,6 +248,7 @@ def _gather(images, order, shifts, has_shifts, first, nb, scale, X, ulist, uval,
             for p in range(N_PIXELS):
                 m = _union4(X, 4 * q, p, ulist, uval, q, m)
             ucnt[q] = m
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -260,11 +263,13 @@ def _forward(W, bias, ulist, uval, ucnt, Z, nb, n_threads):
     nj = np.uint64(n_out)
     n_blocks = (nb + 3) // 4
     for t in prange(n_threads):
+        fp = flush_denormals()
         for q in range(t * n_blocks // n_threads, (t + 1) * n_blocks // n_threads):
             for b in range(4 * q, 4 * q + 4):
                 for j in range(nj):
                     Z[b, j] = bias[0, j]
             _axpy4(Z, 4 * q, 0, 0, n_out, W, ulist, uval, q, ucnt[q])
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -284,6 +289,7 @@ def _activate(A, nb, first, layer, use_dropout, seed, threshold, dscale, ulist, 
     lbase = np.uint64(layer) * _LAYER
     n_blocks = (nb + 3) // 4
     for t in prange(n_threads):
+        fp = flush_denormals()
         for q in range(t * n_blocks // n_threads, (t + 1) * n_blocks // n_threads):
             for b in range(4 * q, 4 * q + 4):
                 if b >= nb:
@@ -308,6 +314,7 @@ def _activate(A, nb, first, layer, use_dropout, seed, threshold, dscale, ulist, 
             for i in range(width):
                 m = _union4(A, 4 * q, i, ulist, uval, q, m)
             ucnt[q] = m
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -322,6 +329,7 @@ def _output(Z, labels, order, first, nb, smooth, on, off, loss, hit, n_threads):
     dt = Z.dtype.type
     nbf = dt(nb)
     for t in prange(n_threads):
+        fp = flush_denormals()
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
             y = np.int64(labels[order[first + b]])
             m = Z[b, 0]
@@ -352,6 +360,7 @@ def _output(Z, labels, order, first, nb, smooth, on, off, loss, hit, n_threads):
             Z[b, y] -= on
             for j in range(N_OUT):
                 Z[b, j] = Z[b, j] / nbf
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -371,6 +380,7 @@ def _backward(WT, D, A, Dprev, nb, ulist, uval, ucnt, use_dropout, dscale, n_thr
     ni = np.uint64(n_in)
     n_blocks = (nb + 3) // 4
     for t in prange(n_threads):
+        fp = flush_denormals()
         for q in range(t * n_blocks // n_threads, (t + 1) * n_blocks // n_threads):
             b0 = 4 * q
             m = np.uint64(0)
@@ -388,6 +398,7 @@ def _backward(WT, D, A, Dprev, nb, ulist, uval, ucnt, use_dropout, dscale, n_thr
                 else:
                     for i in range(ni):
                         Dprev[b, i] = Dprev[b, i] if A[b, i] > zero else zero
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -417,6 +428,7 @@ def _grad_update(A, D, W, bias, S1, S2, S1b, S2b, WT, keep_t, nb, clist, cval, a
     chunk = ROW_BLOCK // 4
     n_chunks = (n_items + chunk - 1) // chunk
     for t in prange(n_threads):
+        fp = flush_denormals()
         r0 = 4 * t
         for c in range(t, n_chunks, n_threads):
             for q in range(c * chunk, min((c + 1) * chunk, n_items)):
@@ -468,6 +480,7 @@ def _grad_update(A, D, W, bias, S1, S2, S1b, S2b, WT, keep_t, nb, clist, cval, a
                 for j in range(nj):
                     for i in range(i0, i1):
                         WT[j, i] = W[i, j]
+        restore_fp_state(fp)
 
 
 # ---------------------------------------------------------------------------

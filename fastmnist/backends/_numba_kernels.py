@@ -68,6 +68,7 @@ import numpy as np
 from numba import prange
 
 from ..numerics import N_CLASSES
+from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 
 #: Width of the output layer, a compile-time constant so its loops unroll.
@@ -516,6 +517,7 @@ def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv
     n_out = W0.shape[1]
     rows = P.shape[0] // N_PARTS
     for t in prange(n_threads):
+        fp = flush_denormals()
         for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
             for q in range(n_blocks):
                 _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, p, q,
@@ -527,6 +529,7 @@ def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv
                 for q in range(n_blocks):
                     _first_layer_block(W0, P, p * rows + 4 * q, ulist, ucount, xv,
                                        p * n_blocks + q, j0, min(j0 + TILE, n_out))
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -535,12 +538,14 @@ def _combine_parts(P, b0, Z1, nb, n_threads):
     rows = P.shape[0] // N_PARTS
     n_out = Z1.shape[1]
     for t in prange(n_threads):
+        fp = flush_denormals()
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
             for j in range(n_out):
                 Z1[b, j] = b0[0, j] + P[b, j]
             for p in range(1, N_PARTS):
                 for j in range(n_out):
                     Z1[b, j] += P[p * rows + b, j]
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -559,6 +564,7 @@ def _phase_a(
     n_blocks = (nb + 3) // 4
     n_out = W0.shape[1]
     for t in prange(n_threads):
+        fp = flush_denormals()
         q_lo = t * n_blocks // n_threads
         q_hi = (t + 1) * n_blocks // n_threads
         if do_first:
@@ -575,6 +581,7 @@ def _phase_a(
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
                 _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
                                order, first, nb, probs, loss, hit, sidx, sval, t, b)
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -585,11 +592,13 @@ def _forward_hidden(A, W, bias, Z, nb, sidx, sval, n_threads):
     """
     n_out = W.shape[1]
     for t in prange(n_threads):
+        fp = flush_denormals()
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
             m = _relu_gather(A, b, sidx, sval, t)
             for j in range(n_out):
                 Z[b, j] = bias[0, j]
             _acc_rows(Z, b, 0, n_out, W, sidx, sval, t, 0, m)
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -599,8 +608,10 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
     The product sums the rows of ``WT`` where ``D != 0`` only.
     """
     for t in prange(n_threads):
+        fp = flush_denormals()
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
             _backprop_row(D, WT, A, Dprev, b, sidx, sval, t)
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -623,6 +634,7 @@ def _phase_b(
     n_out0 = W0.shape[1]
     zero = W0.dtype.type(0)
     for t in prange(n_threads):
+        fp = flush_denormals()
         a0 = t * BAND  # this thread's rows of acc
         for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
             for r in range(BANDS_PER_PART):
@@ -641,6 +653,7 @@ def _phase_b(
                 _bias_grad(D, nb, acc, a0, 0, N_OUT)
                 _apply(bias, Vb, Gb, 0, 0, N_OUT, acc, a0, lr, momentum, nesterov, zero,
                        use_momentum, train)
+        restore_fp_state(fp)
 
 
 @_jit(parallel=True)
@@ -657,6 +670,7 @@ def _update_layer(
     n_in, n_out = W.shape
     zero = W.dtype.type(0)
     for t in prange(n_threads):
+        fp = flush_denormals()
         for i in range(t * (n_in + 1) // n_threads, (t + 1) * (n_in + 1) // n_threads):
             c = t * BAND
             if i == n_in:
@@ -670,6 +684,7 @@ def _update_layer(
             else:
                 _layer_row(A, D, W, VW, GW, WT, i, n_out, nb, acc, c, sidx, sval, t, lr,
                            momentum, nesterov, weight_decay, use_momentum, train)
+        restore_fp_state(fp)
 
 
 # ---------------------------------------------------------------------------

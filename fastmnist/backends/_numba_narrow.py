@@ -35,6 +35,7 @@ import numpy as np
 from numba import prange
 
 from ..numerics import N_PIXELS
+from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 from ._numba_kernels import BAND, N_OUT, _apply, _bias_grad, _layer_row, _output_sample
 from ._prefetch import prefetch
@@ -88,6 +89,7 @@ def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T
     zero = XF.dtype.type(0)
     n_blocks = (nb + 3) // 4
     for t in prange(n_threads):
+        fp = flush_denormals()
         # Shares of whole blocks of four: which samples share a pass must not
         # depend on the thread count, or their sums would round differently.
         b_lo = 4 * (t * n_blocks // n_threads)
@@ -151,6 +153,7 @@ def _narrow_forward(images, order, first, nb, scale, XF, W0T, b0, H, W1, b1, W1T
             # With as many threads as chunks, thread t's chunk is its own share.
             for c in range(t * N_CHUNKS // n_threads, (t + 1) * N_CHUNKS // n_threads):
                 _chunk_gradient(XF, D0, GC, c, nb, sidx, sval, t)
+        restore_fp_state(fp)
 
 
 @_jit(inline=True)
@@ -196,6 +199,7 @@ def _narrow_update(nb, GC, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, 
     n1 = W0T.shape[0]
     zero = W0T.dtype.type(0)
     for t in prange(n_threads):
+        fp = flush_denormals()
         p_lo = t * N_GROUPS // n_threads * GROUP
         p_hi = (t + 1) * N_GROUPS // n_threads * GROUP
         # Unsigned bounds: see _numba_kernels._acc_rows.
@@ -221,6 +225,7 @@ def _narrow_update(nb, GC, D0, W0T, VW0T, b0, Vb0, H, Z, W1, VW1, b1, Vb1, W1T, 
             _bias_grad(Z, nb, acc, c, 0, N_OUT)
             _apply(b1, Vb1, b1, 0, 0, N_OUT, acc, c, lr, momentum, nesterov, zero, use_momentum,
                    True)
+        restore_fp_state(fp)
 
 
 @_jit()
