@@ -14,9 +14,9 @@ A1. ``_first_layer_parts``, over the :data:`N_PARTS` pixel parts (the top and
     bottom fourteen image rows). For every block of four samples, the part's
     thread lists the part's pixels that are nonzero in any of the four (their
     union; about 300 of 784 on MNIST in all, every pixel on dense inputs) and
-    sums the part's share of the block's first layer, four samples by four
-    pixels per pass (4 x 4 register blocking: each loaded weight serves four
-    samples, each load/store of an output four pixels).
+    sums the part's share of the block's first layer, 64 columns of the four
+    samples at a time held in registers (each loaded weight serves four
+    samples; the sums are stored once per tile).
 A2. ``_combine_parts``, over samples: bias plus the parts' shares, in order.
 A3. ``_phase_a``, over samples: per sample the last layer, softmax +
     cross-entropy + its gradient, and the gradient back through the last layer.
@@ -91,12 +91,14 @@ TILE = 128
 N_PARTS = 2
 BANDS_PER_PART = N_BANDS // N_PARTS
 
-#: Columns of the first layer's gradient done per pass over a band: the band's
-#: 28 gradient rows (7 kB in float32) stay in L1. A full tile runs a loop of
-#: this compile-time length, which LLVM unrolls, so that a block's four rows of
-#: delta stay in registers (16 zmm) across its union pixels instead of being
-#: reloaded for every pixel (side by side, three alternating runs, 2 threads:
-#: a median 8-18% faster at 784-128-10 and 784-512-10, b32-b128).
+#: Columns of the first layer done per pass over a block's union pixels. In the
+#: gradient, the band's 28 gradient rows (7 kB in float32) stay in L1. A full
+#: tile runs a loop of this compile-time length, which LLVM unrolls, so that a
+#: block's four rows of delta (gradient) or of output sums (forward) stay in
+#: registers, 16 zmm, across the union instead of being reloaded for every
+#: pixel. Side by side, alternating runs, 2 threads: the gradient a median
+#: 8-18% faster at 784-128-10 and 784-512-10, b32-b128; the forward phase A1
+#: 16% faster at 784-128-10 b64.
 TILE_GRAD = 64
 
 
@@ -347,21 +349,48 @@ def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, par
 
 
 @_jit(inline=True)
-def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1):
+def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1, T, tr):
     """Rows ``b .. b + 3``, columns ``j0:j1`` of ``Z = X W`` over list row ``q``
     (a block's union in one part of the pixels).
 
-    Four pixels by four samples per pass. Rows of a partial block's missing
-    samples come out as zero and are ignored.
+    Full tiles of :data:`TILE_GRAD` columns are summed in row ``tr`` of the
+    scratch ``T`` (``4 * TILE_GRAD`` wide), the four samples at constant offsets:
+    LLVM can then tell the four sums apart and keeps all of them in registers
+    (16 zmm) across the union, where sums in four rows of ``Z`` (a run-time
+    stride apart) were loaded and stored for every pass. The rest of the columns
+    go four pixels by four samples per pass. Both add pixels in list order, so
+    they round alike. Rows of a partial block's missing samples come out as zero
+    and are ignored.
     """
-    ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
     zero = Z.dtype.type(0)
+    n = ucount[q]
+    while j0 + TILE_GRAD <= j1:
+        ja = np.uint64(j0)
+        for jj in range(np.uint64(4 * TILE_GRAD)):
+            T[tr, jj] = zero
+        for k in range(n):
+            u = ulist[q, k]
+            x0, x1, x2, x3 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+            for jj in range(np.uint64(TILE_GRAD)):
+                w = W[u, ja + jj]
+                T[tr, jj] += x0 * w
+                T[tr, TILE_GRAD + jj] += x1 * w
+                T[tr, 2 * TILE_GRAD + jj] += x2 * w
+                T[tr, 3 * TILE_GRAD + jj] += x3 * w
+        for jj in range(np.uint64(TILE_GRAD)):
+            Z[b, ja + jj] = T[tr, jj]
+            Z[b + 1, ja + jj] = T[tr, TILE_GRAD + jj]
+            Z[b + 2, ja + jj] = T[tr, 2 * TILE_GRAD + jj]
+            Z[b + 3, ja + jj] = T[tr, 3 * TILE_GRAD + jj]
+        j0 += TILE_GRAD
+    if j0 == j1:
+        return
+    ja, jb = np.uint64(j0), np.uint64(j1)  # unsigned: see _acc_rows
     for j in range(ja, jb):
         Z[b, j] = zero
         Z[b + 1, j] = zero
         Z[b + 2, j] = zero
         Z[b + 3, j] = zero
-    n = ucount[q]
     k = 0
     while k + 4 <= n:
         u0, u1, u2, u3 = ulist[q, k], ulist[q, k + 1], ulist[q, k + 2], ulist[q, k + 3]
@@ -516,6 +545,7 @@ def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv
     n_blocks = (nb + 3) // 4
     n_out = W0.shape[1]
     rows = P.shape[0] // N_PARTS
+    T = np.empty((n_threads, 4 * TILE_GRAD), W0.dtype)  # a thread's sums (_first_layer_block)
     for t in prange(n_threads):
         fp = flush_denormals()
         for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
@@ -528,7 +558,7 @@ def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv
             for j0 in range(0, n_out, TILE):
                 for q in range(n_blocks):
                     _first_layer_block(W0, P, p * rows + 4 * q, ulist, ucount, xv,
-                                       p * n_blocks + q, j0, min(j0 + TILE, n_out))
+                                       p * n_blocks + q, j0, min(j0 + TILE, n_out), T, t)
         restore_fp_state(fp)
 
 
