@@ -54,8 +54,8 @@ def jit(parallel: bool = False, inline: bool = False) -> Callable:
     raise, and then every kernel is compiled in memory in every process instead,
     after one warning. Inlined helpers are compiled into their callers: no cache
     of their own. A cache is keyed to its source file: after changing
-    ``FASTMATH`` in :mod:`fastmnist.numerics`, touch the kernel files (or clear
-    the cache) to recompile.
+    ``FASTMATH`` or ``FLUSH_DENORMALS`` in :mod:`fastmnist.numerics`, touch the
+    kernel files (or clear the cache) to recompile.
     """
 
     def decorate(fn: Callable) -> Callable:

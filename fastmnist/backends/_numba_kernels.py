@@ -358,9 +358,8 @@ def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1, T, tr):
     LLVM can then tell the four sums apart and keeps all of them in registers
     (16 zmm) across the union, where sums in four rows of ``Z`` (a run-time
     stride apart) were loaded and stored for every pass. The rest of the columns
-    go four pixels by four samples per pass. Both add pixels in list order, so
-    they round alike. Rows of a partial block's missing samples come out as zero
-    and are ignored.
+    go four pixels by four samples per pass. Rows of a partial block's missing
+    samples come out as zero and are ignored.
     """
     zero = Z.dtype.type(0)
     n = ucount[q]
