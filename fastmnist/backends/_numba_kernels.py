@@ -97,8 +97,8 @@ BANDS_PER_PART = N_BANDS // N_PARTS
 #: block's four rows of delta (gradient) or of output sums (forward) stay in
 #: registers, 16 zmm, across the union instead of being reloaded for every
 #: pixel. Side by side, alternating runs, 2 threads: the gradient a median
-#: 8-18% faster at 784-128-10 and 784-512-10, b32-b128; the forward phase A1
-#: 16% faster at 784-128-10 b64.
+#: 8-18% faster at 784-128-10 and 784-512-10, b32-b128; the forward 4-6% at
+#: b64-b128 and level at b32 (README, Performance).
 TILE_GRAD = 64
 
 
