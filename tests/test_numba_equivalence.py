@@ -25,6 +25,7 @@ single class, and images that are all zero or have no zero pixel at all.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -374,37 +375,57 @@ def test_predictions_spanning_several_kernel_calls_match(dtype, width):
 
 
 # A whole training in a child process: the first layer's weights of a 784-64-10
-# network after three epochs of SGD with momentum on fixed random sparse images.
+# and of a 784-10-10 network (the fast and the narrow kernels) after three epochs
+# of SGD with momentum on fixed random sparse images. It reports how many kernel
+# signatures it compiled and how many it loaded from Numba's cache.
 _TRAIN_IN_CHILD = """
-import sys
+import json, sys
 import numpy as np
-from fastmnist.backends import get_backend
+from fastmnist.backends import get_backend, _numba_kernels, _numba_narrow
 from fastmnist.model import Model
 from fastmnist.optim import SGD
 rng = np.random.default_rng(0)
 images = (rng.integers(1, 256, (640, 784)) * (rng.random((640, 784)) < 0.2)).astype(np.uint8)
 labels = rng.integers(0, 10, 640).astype(np.uint8)
-model, opt = Model.initialize((64,), rng=0), SGD(momentum=0.9)
 backend = get_backend("numba")
-with backend.limit_threads(2):
-    for epoch in range(3):
-        order = np.random.default_rng(epoch).permutation(640)
-        backend.train_epoch(model, opt, images, labels, order, 32, np.full(20, 0.05))
-np.save(sys.argv[1], model.weights[0])
+weights = {}
+for width in (64, 10):
+    model, opt = Model.initialize((width,), rng=0), SGD(momentum=0.9)
+    with backend.limit_threads(2):
+        for epoch in range(3):
+            order = np.random.default_rng(epoch).permutation(640)
+            backend.train_epoch(model, opt, images, labels, order, 32, np.full(20, 0.05))
+    weights[str(width)] = model.weights[0]
+np.savez(sys.argv[1], **weights)
+kernels = (_numba_kernels.run_batches, _numba_narrow.run_narrow)
+print(json.dumps({"compiled": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+                  "loaded": sum(sum(k.stats.cache_hits.values()) for k in kernels)}))
 """
 
 
-def test_processes_that_load_the_cached_kernels_agree_bit_for_bit(tmp_path):
-    """The same seed gives the same weights in another process.
+def _train_in_child(out, cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    done = subprocess.run([sys.executable, "-c", _TRAIN_IN_CHILD, str(out)], env=env,
+                          check=True, timeout=600, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1]), np.load(out)
 
-    The first child may compile the kernels, and a compiling process rounds
-    differently from one that loads them from Numba's cache (README, Backends,
-    "Known issue"), so it only warms the cache; the next two both load.
+
+def test_a_process_that_finds_the_cache_empty_and_one_that_finds_it_filled_agree(
+        tmp_path):
+    """The same seed gives the same weights whatever the state of Numba's cache.
+
+    The first child starts with an empty cache, the second finds it filled.
+    Compiled code rounds differently from cached code (their weights differed
+    by 4.5e-8 here), so the first child has the kernels compiled by a process
+    of its own and loads them from the cache, as the second does
+    (``fastmnist.backends._jit.CachedEntry``): neither compiles in-process.
     """
-    paths = [tmp_path / f"w{i}.npy" for i in range(3)]
-    for path in paths:
-        subprocess.run([sys.executable, "-c", _TRAIN_IN_CHILD, str(path)], check=True,
-                       timeout=600)
-    second, third = np.load(paths[1]), np.load(paths[2])
-    assert np.isfinite(second).all() and np.abs(second).max() > 0
-    assert np.array_equal(second, third)
+    cache = tmp_path / "cache"
+    first, first_weights = _train_in_child(tmp_path / "w0.npz", cache)
+    assert any(cache.rglob("*run_batches*.nbc")) and any(cache.rglob("*run_narrow*.nbc"))
+    second, second_weights = _train_in_child(tmp_path / "w1.npz", cache)
+    assert first == second == {"compiled": 0, "loaded": 2}
+    for width in ("64", "10"):
+        a, b = first_weights[width], second_weights[width]
+        assert np.isfinite(a).all() and np.abs(a).max() > 0
+        assert np.array_equal(a, b), f"784-{width}-10: max difference {np.abs(a - b).max():g}"

@@ -41,16 +41,16 @@ narrow_widths = st.integers(1, 16)
 @pytest.fixture
 def narrow_calls(monkeypatch):
     """Count the epochs the narrow kernels run."""
-    from fastmnist.backends import _numba_narrow as narrow
+    from fastmnist.backends import numba_backend as module
 
     calls = []
-    run = narrow.run_narrow
+    run = module._RUN_NARROW
 
     def counted(*args):
         calls.append(args[0].shape)
         return run(*args)
 
-    monkeypatch.setattr(narrow, "run_narrow", counted)
+    monkeypatch.setattr(module, "_RUN_NARROW", counted)
     return calls
 
 

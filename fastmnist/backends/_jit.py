@@ -4,12 +4,18 @@ Options live here so that the fast and the general kernels are built alike:
 fastmath flags come from :mod:`fastmnist.numerics`, and ``error_model="numpy"``
 makes division never raise (x/0 gives inf/nan as in NumPy). On AVX-512 CPUs
 it also lifts LLVM's preference for 256-bit vectors (see :func:`_prefer_wide_vectors`).
+:class:`CachedEntry` wraps the kernels called from Python so that every process
+runs the cached machine code.
 """
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import llvmlite.binding as llvm
 from numba import njit
@@ -76,3 +82,63 @@ def jit(parallel: bool = False, inline: bool = False) -> Callable:
         return njit(cache=False, parallel=parallel, **OPTIONS)(fn)
 
     return decorate
+
+
+# A process that compiles a kernel runs other machine code than one that loads
+# it from the cache (LLVM fuses and regroups floating-point operations
+# differently in the two), and the two round differently. So an entry point
+# whose overload is neither in this process nor in the cache is compiled in a
+# child process, which writes the cache, and then loaded from there: every
+# process with a cache runs the same code.
+_CHILD_COMPILE = """
+import importlib, pickle, sys
+module, name, sig = pickle.loads(sys.stdin.buffer.read())
+getattr(importlib.import_module(module), name).compile(sig)
+"""
+
+
+def _in_cache(dispatcher: Any, sig: tuple) -> bool:
+    """Whether Numba's on-disk cache holds ``dispatcher``'s overload for ``sig``."""
+    cache = dispatcher._cache
+    key = cache._index_key(sig, dispatcher.targetctx.codegen())
+    return key in cache._cache_file._load_index()
+
+
+class CachedEntry:
+    """A kernel called from Python whose machine code always comes from the cache.
+
+    Calling it calls the kernel; the first call with new argument types that
+    the cache does not hold yet first compiles it in a child process (see
+    above). Without a writable cache, or if anything in that fails, the kernel
+    is compiled here as usual (and a warning says so when the child failed).
+    """
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    def __call__(self, *args: Any) -> Any:
+        self._ensure_cached(args)
+        return self.dispatcher(*args)
+
+    def _ensure_cached(self, args: tuple) -> None:
+        disp = self.dispatcher
+        if not _cache_ok or not getattr(disp, "_can_compile", True):
+            return
+        try:
+            sig = tuple(disp.typeof_pyval(a) for a in args)
+            if sig in disp.overloads or _in_cache(disp, sig):
+                return
+            payload = pickle.dumps((disp.py_func.__module__, disp.py_func.__name__, sig))
+        except Exception:  # noqa: BLE001 - Numba internals changed: compile in-process
+            return
+        done = subprocess.run([sys.executable, "-c", _CHILD_COMPILE], input=payload,
+                              capture_output=True, timeout=1800)
+        if done.returncode != 0:
+            warnings.warn(
+                "fastmnist: compiling the numba kernels in a child process failed "
+                f"({done.stderr.decode(errors='replace').strip().splitlines()[-1:]}); "
+                "compiling them here instead, which rounds slightly differently from "
+                "processes that load them from the cache.",
+                RuntimeWarning,
+                stacklevel=3,
+            )

@@ -76,6 +76,7 @@ from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, pixel_scale
 from ..optim import SGD, Adam
 from ._fpenv import flush_denormals, restore_fp_state
+from ._jit import CachedEntry
 from ._jit import jit as _jit
 from .augment import (
     _LAYER,
@@ -604,6 +605,9 @@ def _run_epoch(
 # ---------------------------------------------------------------------------
 
 
+# Loaded from Numba's cache, compiled in a child process when missing: see _jit.
+_RUN_EPOCH = CachedEntry(_run_epoch)
+
 def _rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     """Biases as ``(1, n)`` views, so the kernels treat every parameter as a matrix."""
     return tuple(a.reshape(1, -1) for a in arrays)
@@ -763,7 +767,7 @@ def train_epoch_general(
         if a.dtype != dtype or not a.flags.c_contiguous:
             raise ValueError("parameters and optimizer state must be C-contiguous "
                              f"{dtype.name} arrays")
-    loss_sum, correct = _run_epoch(
+    loss_sum, correct = _RUN_EPOCH(
         tuple(model.weights), _rows(model.biases), tuple(s1w), _rows(s1b), tuple(s2w),
         _rows(s2b), *scratch,
         x, y, sample_order, shifts, opts.shifts is not None, batch_size, hps, kind, scale,

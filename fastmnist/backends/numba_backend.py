@@ -32,10 +32,18 @@ from ..numerics import N_CLASSES, N_PIXELS, pixel_scale, scale_images
 from ..optim import SGD, Optimizer
 from . import _numba_kernels as kernels
 from . import _numba_narrow as narrow
+from ._jit import CachedEntry
 from ._numba_general import train_epoch_general
 from .augment import EpochOptions
 from .base import BackendBase, EpochResult, Gradients, scoped_threads
 from .numpy_backend import NumpyBackend
+
+# The entry points into the kernels, each loaded from Numba's cache (and
+# compiled in a child process when missing there): see _jit.CachedEntry.
+_RUN_BATCHES = CachedEntry(kernels.run_batches)
+_PREDICT = CachedEntry(kernels.predict)
+_RUN_NARROW = CachedEntry(narrow.run_narrow)
+_PREDICT_NARROW = CachedEntry(narrow.predict_narrow)
 
 #: Samples per call of the inference kernel. Its scratch grows with the chunk
 #: (3.2 MB of pixel lists at 1024, 12.8 MB at 4096) and a thread's share of the
@@ -174,7 +182,7 @@ def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.n
     ws = _predict_buffers(model, min(len(x), _PREDICT_CHUNK), n_threads)
     for first in range(0, len(x), _PREDICT_CHUNK):
         nb = min(_PREDICT_CHUNK, len(x) - first)
-        narrow.predict_narrow(w0t, b0, w1, b1, w1t, x, scale, probs, ws, first, nb, n_threads)
+        _PREDICT_NARROW(w0t, b0, w1, b1, w1t, x, scale, probs, ws, first, nb, n_threads)
         if hidden is not None:
             hidden[0][first : first + nb] = ws[1][:nb]
     return probs
@@ -191,7 +199,7 @@ def _train_narrow(
     w0t, vw0t = _padded_first_layer(w[0]), _padded_first_layer(vw[0])
     b0, vb0, b1, vb1 = _rows([b[0], vb[0], b[1], vb[1]])
     ws = _buffers_narrow(dt, w[0].shape[1], min(batch_size, len(order)), n_threads)
-    loss_sum, correct = narrow.run_narrow(
+    loss_sum, correct = _RUN_NARROW(
         w0t, vw0t, b0, vb0, w[1], vw[1], b1, vb1, np.ascontiguousarray(w[1].T), x, labels, order,
         batch_size, lrs, dt.type(optimizer.momentum), bool(optimizer.nesterov),
         dt.type(optimizer.weight_decay), scale, ws, n_threads,
@@ -235,7 +243,7 @@ class NumbaBackend(BackendBase):
         weights, biases = tuple(_params(model.weights)), _rows(_params(model.biases))
         for first in range(0, n, _PREDICT_CHUNK):
             nb = min(_PREDICT_CHUNK, n - first)
-            kernels.predict(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb,
+            _PREDICT(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb,
                             n_threads)
             if hidden is not None:
                 for out, a in zip(hidden, acts[1:-1]):
@@ -267,7 +275,7 @@ class NumbaBackend(BackendBase):
         wt, acts, dels, ws = _buffers(model, n, n_threads)
         # Without training the velocities are never touched: placeholders of the right type.
         unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
-        loss_sum, _ = kernels.run_batches(
+        loss_sum, _ = _RUN_BATCHES(
             tuple(_params(model.weights)), _rows(_params(model.biases)), unused, unused,
             tuple(gw), _rows(gb), wt, acts, dels, x, labels, order, n, np.zeros(1), dt(0),
             False, dt(0), scale, False, probs, ws, n_threads,
@@ -315,7 +323,7 @@ class NumbaBackend(BackendBase):
             wt, acts, dels, ws = _buffers(model, min(batch_size, len(order)), n_threads)
             # Training never writes gradients out: placeholders of the right type.
             unused = tuple(np.empty((1, 1), dtype=model.dtype) for _ in model.weights)
-            loss_sum, correct = kernels.run_batches(
+            loss_sum, correct = _RUN_BATCHES(
                 tuple(w), _rows(b), tuple(vw), _rows(vb), unused, unused, wt, acts, dels, x,
                 labels, order, batch_size, lrs, dt(optimizer.momentum),
                 bool(optimizer.nesterov), dt(optimizer.weight_decay), scale, True,
