@@ -10,6 +10,7 @@ runs the cached machine code.
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -129,14 +130,21 @@ class CachedEntry:
             if sig in disp.overloads or _in_cache(disp, sig):
                 return
             payload = pickle.dumps((disp.py_func.__module__, disp.py_func.__name__, sig))
+            # The child must compile for this process's CPU features (the cache
+            # is keyed by them), whatever _prefer_wide_vectors would do there.
+            env = {**os.environ, "NUMBA_CPU_FEATURES": disp.targetctx.codegen()._tm_features}
         except Exception:  # noqa: BLE001 - Numba internals changed: compile in-process
             return
-        done = subprocess.run([sys.executable, "-c", _CHILD_COMPILE], input=payload,
-                              capture_output=True, timeout=1800)
-        if done.returncode != 0:
+        try:
+            done = subprocess.run([sys.executable, "-c", _CHILD_COMPILE], input=payload,
+                                  env=env, capture_output=True, timeout=1800)
+            failure = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            failed = done.returncode != 0
+        except (OSError, subprocess.SubprocessError) as exc:
+            failure, failed = [str(exc)], True
+        if failed:
             warnings.warn(
-                "fastmnist: compiling the numba kernels in a child process failed "
-                f"({done.stderr.decode(errors='replace').strip().splitlines()[-1:]}); "
+                f"fastmnist: compiling the numba kernels in a child process failed ({failure}); "
                 "compiling them here instead, which rounds slightly differently from "
                 "processes that load them from the cache.",
                 RuntimeWarning,
