@@ -36,36 +36,32 @@ def test_no_writable_cache_warns_once_and_compiles_uncached(monkeypatch):
     assert all(m["fastmath"] == _jit.OPTIONS["fastmath"] for m in made)
 
 
-
-def _fresh_cached_kernel(monkeypatch, tmp_path):
-    """A cached kernel of its own, with its cache in ``tmp_path``."""
-    monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path))
-
-    def twice(x):
-        return 2 * x
-
-    return _jit.jit()(twice)
-
-
 # An entry point of this module's own, which the child process can import.
 @_jit.jit()
 def thrice(x):
     return 3 * x
 
 
-def test_an_entry_point_missing_from_the_cache_is_compiled_by_a_child(monkeypatch):
-    thrice._cache.flush()  # empty its cache index
+def _fresh_cached_kernel(monkeypatch, tmp_path):
+    """``thrice`` again, with its cache (in this process and in children) in ``tmp_path``."""
+    monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    return _jit.jit()(thrice.py_func)
+
+
+def test_an_entry_point_missing_from_the_cache_is_compiled_by_a_child(monkeypatch, tmp_path):
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
     children = []
     real_run = subprocess.run
     monkeypatch.setattr(_jit.subprocess, "run",
                         lambda *a, **k: children.append(a) or real_run(*a, **k))
-    entry = _jit.CachedEntry(thrice)
+    entry = _jit.CachedEntry(kernel)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert entry(14) == 42 and entry(4) == 12
     assert len(children) == 1  # one signature, compiled once, by the child
-    assert sum(thrice.stats.cache_hits.values()) == 1  # then loaded from the cache
-    assert sum(thrice.stats.cache_misses.values()) == 0  # never compiled here
+    assert sum(kernel.stats.cache_hits.values()) == 1  # then loaded from the cache
+    assert sum(kernel.stats.cache_misses.values()) == 0  # never compiled here
 
 
 def test_an_entry_point_the_child_cannot_compile_warns_and_compiles_here(monkeypatch, tmp_path):
@@ -73,10 +69,11 @@ def test_an_entry_point_the_child_cannot_compile_warns_and_compiles_here(monkeyp
     monkeypatch.setattr(_jit, "_CHILD_COMPILE", "raise SystemExit('no compiler here')")
     entry = _jit.CachedEntry(kernel)
     with pytest.warns(RuntimeWarning, match="child process failed.*no compiler here"):
-        assert entry(21) == 42
+        assert entry(14) == 42
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert entry(4) == 8  # compiled here once; no second child, no warning
+        assert entry(4) == 12  # compiled here once; no second child, no warning
+
 
 def test_inlined_helpers_are_never_cached(monkeypatch):
     seen = []

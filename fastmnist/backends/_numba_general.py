@@ -608,6 +608,7 @@ def _run_epoch(
 # Loaded from Numba's cache, compiled in a child process when missing: see _jit.
 _RUN_EPOCH = CachedEntry(_run_epoch)
 
+
 def _rows(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     """Biases as ``(1, n)`` views, so the kernels treat every parameter as a matrix."""
     return tuple(a.reshape(1, -1) for a in arrays)

@@ -243,8 +243,7 @@ class NumbaBackend(BackendBase):
         weights, biases = tuple(_params(model.weights)), _rows(_params(model.biases))
         for first in range(0, n, _PREDICT_CHUNK):
             nb = min(_PREDICT_CHUNK, n - first)
-            _PREDICT(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb,
-                            n_threads)
+            _PREDICT(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb, n_threads)
             if hidden is not None:
                 for out, a in zip(hidden, acts[1:-1]):
                     out[first : first + nb] = a[:nb]
