@@ -123,7 +123,7 @@ class CachedEntry:
 
     def _ensure_cached(self, args: tuple) -> None:
         disp = self.dispatcher
-        if not _cache_ok or not getattr(disp, "_can_compile", True):
+        if not _cache_ok:
             return
         try:
             sig = tuple(disp.typeof_pyval(a) for a in args)
