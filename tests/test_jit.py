@@ -75,6 +75,30 @@ def test_an_entry_point_the_child_cannot_compile_warns_and_compiles_here(monkeyp
         assert entry(4) == 12  # compiled here once; no second child, no warning
 
 
+def test_the_child_imports_the_kernel_the_parent_runs(monkeypatch, tmp_path):
+    # Another module of the same name in the working directory, where ``python -c``
+    # would look first; the child must import the parent's, as the parent does.
+    decoy = tmp_path / "decoy"
+    (decoy / "tests").mkdir(parents=True)
+    (decoy / "tests" / "__init__.py").write_text("")
+    (decoy / "tests" / "test_jit.py").write_text("raise SystemExit('the decoy was imported')\n")
+    monkeypatch.chdir(decoy)
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path / "cache")
+    entry = _jit.CachedEntry(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert entry(14) == 42
+    assert sum(kernel.stats.cache_misses.values()) == 0  # the child filled the cache
+
+
+def test_a_child_that_leaves_the_cache_empty_warns_and_compiles_here(monkeypatch, tmp_path):
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
+    monkeypatch.setattr(_jit, "_CHILD_COMPILE", "pass")
+    entry = _jit.CachedEntry(kernel)
+    with pytest.warns(RuntimeWarning, match="child process failed.*without this kernel"):
+        assert entry(14) == 42
+
+
 def test_inlined_helpers_are_never_cached(monkeypatch):
     seen = []
     monkeypatch.setattr(_jit, "njit", lambda **options: seen.append(options) or (lambda fn: fn))

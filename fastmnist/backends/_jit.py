@@ -90,10 +90,13 @@ def jit(parallel: bool = False, inline: bool = False) -> Callable:
 # differently in the two), and the two round differently. So an entry point
 # whose overload is neither in this process nor in the cache is compiled in a
 # child process, which writes the cache, and then loaded from there: every
-# process with a cache runs the same code.
+# process with a cache runs the same code. The child searches the parent's
+# sys.path: ``python -c`` would put the working directory first, where another
+# checkout of fastmnist may be, whose kernels would then fill the cache instead.
 _CHILD_COMPILE = """
 import importlib, pickle, sys
-module, name, sig = pickle.loads(sys.stdin.buffer.read())
+path, module, name, sig = pickle.loads(sys.stdin.buffer.read())
+sys.path[:] = path
 getattr(importlib.import_module(module), name).compile(sig)
 """
 
@@ -129,7 +132,8 @@ class CachedEntry:
             sig = tuple(disp.typeof_pyval(a) for a in args)
             if sig in disp.overloads or _in_cache(disp, sig):
                 return
-            payload = pickle.dumps((disp.py_func.__module__, disp.py_func.__name__, sig))
+            payload = pickle.dumps((sys.path, disp.py_func.__module__, disp.py_func.__name__,
+                                    sig))
             # The child must compile for this process's CPU features (the cache
             # is keyed by them), whatever _prefer_wide_vectors would do there.
             env = {**os.environ, "NUMBA_CPU_FEATURES": disp.targetctx.codegen()._tm_features}
@@ -140,6 +144,8 @@ class CachedEntry:
                                   env=env, capture_output=True, timeout=1800)
             failure = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
             failed = done.returncode != 0
+            if not failed and not _in_cache(disp, sig):
+                failure, failed = ["it left the cache without this kernel"], True
         except (OSError, subprocess.SubprocessError) as exc:
             failure, failed = [str(exc)], True
         if failed:
