@@ -68,6 +68,7 @@ import numpy as np
 from numba import prange
 
 from ..numerics import N_CLASSES
+from ._compress import LANES, gather_nonzero16, gather_union16
 from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 
@@ -165,6 +166,23 @@ def _nonzero_gather(D, b, scale, idx, val, t):
         idx[t, m] = j
         val[t, m] = d * scale
         m += np.uint64(d != zero)
+    return np.int64(m)
+
+
+@_jit(inline=True)
+def _pixel_gather(images, g, scale, idx, val, t):
+    """:func:`_nonzero_gather` for image ``g``, :data:`LANES` pixels at a time."""
+    n_pixels = images.shape[1]
+    m = np.uint64(0)
+    c = 0
+    while c + LANES <= n_pixels:
+        m += gather_nonzero16(images, g, c, scale, idx, val, t, m)
+        c += LANES
+    for j in range(c, n_pixels):
+        x = images[g, j]
+        idx[t, m] = j
+        val[t, m] = x * scale
+        m += np.uint64(x != 0)
     return np.int64(m)
 
 
@@ -315,37 +333,31 @@ def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, par
 
     ``ulist[row, :ucount[row]]`` lists the union in ascending order,
     ``uband[row, r]`` is where the part's band ``r`` starts in it, and
-    ``xv[row, k, s]`` is sample ``s``'s scaled value of pixel ``ulist[row, k]``,
+    ``xv[row, s, k]`` is sample ``s``'s scaled value of pixel ``ulist[row, k]``,
     zero for the missing samples of a last, partial block.
     """
     zero = xv.dtype.type(0)
     b = 4 * q
     present = min(4, nb - b)
-    # A partial block repeats its first image, then zeroes those values.
+    # A partial block repeats its first image, with its values scaled to zero.
     g0 = order[first + b]
     g1 = order[first + b + 1] if present > 1 else g0
     g2 = order[first + b + 2] if present > 2 else g0
     g3 = order[first + b + 3] if present > 3 else g0
-    n = np.uint64(0)  # unsigned: no negative-index check on every store
+    s1 = scale if present > 1 else zero
+    s2 = scale if present > 2 else zero
+    s3 = scale if present > 3 else zero
+    n = np.uint64(0)
     for r in range(BANDS_PER_PART):
         uband[row, r] = n
-        for c in range(BAND):
-            i = (part * BANDS_PER_PART + r) * BAND + c
-            # Branch-free: every pixel is written at the end of the list, and the
-            # end only moves past pixels that are nonzero in some image.
-            ulist[row, n] = i
-            n += np.uint64(
-                (images[g0, i] != 0) | (images[g1, i] != 0)
-                | (images[g2, i] != 0) | (images[g3, i] != 0)
-            )
+        c = (part * BANDS_PER_PART + r) * BAND
+        # A band is two chunks of LANES pixels, the second overlapping the first
+        # by 2 * LANES - BAND pixels, which it skips.
+        n += gather_union16(images, g0, g1, g2, g3, c, 0, scale, s1, s2, s3, ulist, xv, row, n)
+        n += gather_union16(images, g0, g1, g2, g3, c + BAND - LANES, 2 * LANES - BAND, scale,
+                            s1, s2, s3, ulist, xv, row, n)
     uband[row, BANDS_PER_PART] = n
     ucount[row] = n
-    for k in range(n):
-        i = ulist[row, k]
-        xv[row, k, 0] = images[g0, i] * scale
-        xv[row, k, 1] = images[g1, i] * scale if present > 1 else zero
-        xv[row, k, 2] = images[g2, i] * scale if present > 2 else zero
-        xv[row, k, 3] = images[g3, i] * scale if present > 3 else zero
 
 
 @_jit(inline=True)
@@ -369,7 +381,7 @@ def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1, T, tr):
             T[tr, jj] = zero
         for k in range(n):
             u = ulist[q, k]
-            x0, x1, x2, x3 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+            x0, x1, x2, x3 = xv[q, 0, k], xv[q, 1, k], xv[q, 2, k], xv[q, 3, k]
             for jj in range(np.uint64(TILE_GRAD)):
                 w = W[u, ja + jj]
                 T[tr, jj] += x0 * w
@@ -394,10 +406,10 @@ def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1, T, tr):
     while k + 4 <= n:
         u0, u1, u2, u3 = ulist[q, k], ulist[q, k + 1], ulist[q, k + 2], ulist[q, k + 3]
         # x<p><s>: pixel k + p of sample s
-        x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
-        x10, x11, x12, x13 = xv[q, k + 1, 0], xv[q, k + 1, 1], xv[q, k + 1, 2], xv[q, k + 1, 3]
-        x20, x21, x22, x23 = xv[q, k + 2, 0], xv[q, k + 2, 1], xv[q, k + 2, 2], xv[q, k + 2, 3]
-        x30, x31, x32, x33 = xv[q, k + 3, 0], xv[q, k + 3, 1], xv[q, k + 3, 2], xv[q, k + 3, 3]
+        x00, x01, x02, x03 = xv[q, 0, k], xv[q, 1, k], xv[q, 2, k], xv[q, 3, k]
+        x10, x11, x12, x13 = xv[q, 0, k + 1], xv[q, 1, k + 1], xv[q, 2, k + 1], xv[q, 3, k + 1]
+        x20, x21, x22, x23 = xv[q, 0, k + 2], xv[q, 1, k + 2], xv[q, 2, k + 2], xv[q, 3, k + 2]
+        x30, x31, x32, x33 = xv[q, 0, k + 3], xv[q, 1, k + 3], xv[q, 2, k + 3], xv[q, 3, k + 3]
         for j in range(ja, jb):
             w0, w1, w2, w3 = W[u0, j], W[u1, j], W[u2, j], W[u3, j]
             Z[b, j] += x00 * w0 + x10 * w1 + x20 * w2 + x30 * w3
@@ -407,7 +419,7 @@ def _first_layer_block(W, Z, b, ulist, ucount, xv, q, j0, j1, T, tr):
         k += 4
     while k < n:
         u0 = ulist[q, k]
-        x00, x01, x02, x03 = xv[q, k, 0], xv[q, k, 1], xv[q, k, 2], xv[q, k, 3]
+        x00, x01, x02, x03 = xv[q, 0, k], xv[q, 1, k], xv[q, 2, k], xv[q, 3, k]
         for j in range(ja, jb):
             w0 = W[u0, j]
             Z[b, j] += x00 * w0
@@ -499,7 +511,7 @@ def _first_layer_band(
             row = part * n_blocks + q
             for k in range(uband[row, r], uband[row, r + 1]):
                 c0 = np.uint64(a0 + ulist[row, k] - i0)  # the pixel's row of acc (unsigned)
-                x0, x1, x2, x3 = xv[row, k, 0], xv[row, k, 1], xv[row, k, 2], xv[row, k, 3]
+                x0, x1, x2, x3 = xv[row, 0, k], xv[row, 1, k], xv[row, 2, k], xv[row, 3, k]
                 if full:  # a constant trip count: see TILE_GRAD
                     for jj in range(np.uint64(TILE_GRAD)):
                         j = ja + jj
@@ -602,7 +614,7 @@ def _phase_a(
             # against about 300 in a block's union. The whole row of Z1 at once:
             # slabs of 128 or 256 columns were slower at 128-2048 units.
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
-                m = _nonzero_gather(images, order[first + b], scale, sidx, sval, t)
+                m = _pixel_gather(images, order[first + b], scale, sidx, sval, t)
                 for j in range(n_out):
                     Z1[b, j] = b0[0, j]
                 _acc_rows(Z1, b, 0, n_out, W0, sidx, sval, t, 0, m)
