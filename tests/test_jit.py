@@ -9,7 +9,9 @@ import sys
 import warnings
 
 import llvmlite.binding as llvm
+import numpy as np
 import pytest
+from numba import typeof
 from numba.core import config as numba_config
 
 from fastmnist.backends import _jit
@@ -97,6 +99,46 @@ def test_a_child_that_leaves_the_cache_empty_warns_and_compiles_here(monkeypatch
     entry = _jit.CachedEntry(kernel)
     with pytest.warns(RuntimeWarning, match="child process failed.*without this kernel"):
         assert entry(14) == 42
+
+
+def test_arguments_of_types_already_seen_are_not_typed_again(monkeypatch, tmp_path):
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
+    typed = []
+    real_typeof = kernel.typeof_pyval
+    monkeypatch.setattr(kernel, "typeof_pyval", lambda v: typed.append(v) or real_typeof(v))
+    entry = _jit.CachedEntry(kernel)
+    assert entry(14) == 42
+    assert typed and set(typed) == {14}  # ours, and Numba's own as it loads the overload
+    first = len(typed)
+    assert entry(4) == 12 and entry(5) == 15
+    assert len(typed) == first  # the same types: no slow typeof at all
+    assert entry(np.float32(2)) == 6
+    assert len(typed) > first  # new types are checked again
+
+
+def _values_to_type():
+    a = np.arange(12.0).reshape(3, 4)
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    return [
+        a, a.copy(), np.asfortranarray(a), a[:, ::2], readonly, a.astype(np.float32),
+        a.ravel(), a[None], np.arange(3, dtype=np.uint8), np.arange(3, dtype=np.int64),
+        (a, a), (a, a.astype(np.float32)), (a,), (), 0, 5, 2**63, -(2**62), 1.5, True,
+        np.float32(1), np.float64(1), np.int64(1), np.uint8(1),
+    ]
+
+
+def test_equal_type_keys_mean_equal_numba_types():
+    # The other way round need not hold: 5 and np.int64(5) are both int64 to
+    # Numba but get different keys, which costs one more check, nothing else.
+    values = _values_to_type()
+    for x in values:
+        for y in values:
+            if _jit._type_key(x) == _jit._type_key(y):
+                assert typeof(x) == typeof(y), (x, y)
+    a = values[0]
+    assert _jit._type_key((a, 3, np.float32(1))) == _jit._type_key((a.copy(), 4, np.float32(2)))
+    assert _jit._type_key([1, 2]) is None and _jit._type_key((1, [2])) is None
 
 
 def test_inlined_helpers_are_never_cached(monkeypatch):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import llvmlite.binding as llvm
+import numpy as np
 from numba import njit
 from numba.core import config
 from numba.core.registry import cpu_target
@@ -108,6 +109,28 @@ def _in_cache(dispatcher: Any, sig: tuple) -> bool:
     return key in cache._cache_file._load_index()
 
 
+def _type_key(value: Any) -> Any:
+    """A cheap stand-in for Numba's type of ``value``: values with equal keys have
+    equal Numba types. None for a value it cannot vouch for.
+
+    Numba's ``typeof`` from Python takes about 16 us per array; the inference
+    kernel, called once per 1024 images with some 25 arrays, spent 0.43 ms a call
+    on it (predicting 10k images: 4 ms, as long as the kernels' own work).
+    """
+    if isinstance(value, np.ndarray):  # what Numba's array type depends on
+        flags = value.flags
+        return (type(value), value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous,
+                flags.writeable, flags.aligned)
+    if isinstance(value, tuple):
+        keys = tuple(_type_key(v) for v in value)
+        return None if None in keys else (tuple, keys)
+    if type(value) is int:  # int64, or uint64 from 2**63 on
+        return (int, value >= 2**63)
+    if type(value) in (bool, float) or isinstance(value, np.generic):
+        return type(value)
+    return None
+
+
 class CachedEntry:
     """A kernel called from Python whose machine code always comes from the cache.
 
@@ -119,9 +142,14 @@ class CachedEntry:
 
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher
+        self._ready: set = set()  # _type_key of argument types known to be loaded or cached
 
     def __call__(self, *args: Any) -> Any:
-        self._ensure_cached(args)
+        key = _type_key(args)
+        if key is None or key not in self._ready:
+            self._ensure_cached(args)
+            if key is not None:
+                self._ready.add(key)
         return self.dispatcher(*args)
 
     def _ensure_cached(self, args: tuple) -> None:
