@@ -508,7 +508,7 @@ def _first_layer_band(
         full = j1 - j0 == TILE_GRAD
         for q in range(n_blocks):
             b = 4 * q
-            row = part * n_blocks + q
+            row = part * (ulist.shape[0] // N_PARTS) + q
             for k in range(uband[row, r], uband[row, r + 1]):
                 c0 = np.uint64(a0 + ulist[row, k] - i0)  # the pixel's row of acc (unsigned)
                 x0, x1, x2, x3 = xv[row, 0, k], xv[row, 1, k], xv[row, 2, k], xv[row, 3, k]
@@ -544,63 +544,83 @@ def _transpose_into(WT, W):
 # ---------------------------------------------------------------------------
 
 
+@_jit(inline=True)
+def _first_layer_part(images, order, first, nb, scale, ulist, uband, ucount, xv, W0, P, p, T, t):
+    """Part ``p``'s share of the first layer (see :func:`_first_layer_parts`), on thread ``t``."""
+    n_blocks = (nb + 3) // 4
+    n_out = W0.shape[1]
+    rows = P.shape[0] // N_PARTS
+    lists = ulist.shape[0] // N_PARTS  # fixed, so that batches of any size use the same rows
+    for q in range(n_blocks):
+        _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, p, q,
+                      p * lists + q)
+    # A slab of W0 at a time serves every block while in L2. (Computing each
+    # block right after gathering it, while its lists are in L1, made no
+    # difference at 128 units, side by side.)
+    for j0 in range(0, n_out, TILE):
+        for q in range(n_blocks):
+            _first_layer_block(W0, P, p * rows + 4 * q, ulist, ucount, xv, p * lists + q, j0,
+                               min(j0 + TILE, n_out), T, t)
+
+
 @_jit(parallel=True)
 def _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv, W0, P,
                        n_threads):
     """Training phase A1, over the pixel parts: part ``p``'s share of the first layer.
 
     For every block of the batch, the union of part ``p``'s nonzero pixels
-    (:func:`_gather_block`, list rows ``p * n_blocks + q``), then
-    ``P[p * rows + b] = X[b, part] W0[part]`` (``rows = P.shape[0] // N_PARTS``).
+    (:func:`_gather_block`, list rows ``p * lists + q`` with ``lists =
+    ulist.shape[0] // N_PARTS``), then ``P[p * rows + b] = X[b, part] W0[part]``
+    (``rows = P.shape[0] // N_PARTS``). From the second step of an epoch on,
+    :func:`_phase_b` does this for the next batch instead.
     """
-    n_blocks = (nb + 3) // 4
-    n_out = W0.shape[1]
-    rows = P.shape[0] // N_PARTS
     T = np.empty((n_threads, 4 * TILE_GRAD), W0.dtype)  # a thread's sums (_first_layer_block)
     for t in prange(n_threads):
         fp = flush_denormals()
         for p in range(t * N_PARTS // n_threads, (t + 1) * N_PARTS // n_threads):
-            for q in range(n_blocks):
-                _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, p, q,
-                              p * n_blocks + q)
-            # A slab of W0 at a time serves every block while in L2. (Computing each
-            # block right after gathering it, while its lists are in L1, made no
-            # difference at 128 units, side by side.)
-            for j0 in range(0, n_out, TILE):
-                for q in range(n_blocks):
-                    _first_layer_block(W0, P, p * rows + 4 * q, ulist, ucount, xv,
-                                       p * n_blocks + q, j0, min(j0 + TILE, n_out), T, t)
+            _first_layer_part(images, order, first, nb, scale, ulist, uband, ucount, xv, W0, P,
+                              p, T, t)
         restore_fp_state(fp)
+
+
+@_jit(inline=True)
+def _combine_sample(P, b0, Z1, b):
+    """``Z1[b] = b0 + P[b] + P[rows + b] + ...``, the parts in order."""
+    rows = P.shape[0] // N_PARTS
+    n_out = Z1.shape[1]
+    for j in range(n_out):
+        Z1[b, j] = b0[0, j] + P[b, j]
+    for p in range(1, N_PARTS):
+        for j in range(n_out):
+            Z1[b, j] += P[p * rows + b, j]
 
 
 @_jit(parallel=True)
 def _combine_parts(P, b0, Z1, nb, n_threads):
-    """Training phase A2, over samples: ``Z1[b] = b0 + P[b] + P[rows + b]``, parts in order."""
-    rows = P.shape[0] // N_PARTS
-    n_out = Z1.shape[1]
+    """Training phase A2 for deeper networks, over samples: :func:`_combine_sample`.
+
+    With one hidden layer, :func:`_phase_a` combines each sample itself."""
     for t in prange(n_threads):
         fp = flush_denormals()
         for b in range(t * nb // n_threads, (t + 1) * nb // n_threads):
-            for j in range(n_out):
-                Z1[b, j] = b0[0, j] + P[b, j]
-            for p in range(1, N_PARTS):
-                for j in range(n_out):
-                    Z1[b, j] += P[p * rows + b, j]
+            _combine_sample(P, b0, Z1, b)
         restore_fp_state(fp)
 
 
 @_jit(parallel=True)
 def _phase_a(
     images, order, first, nb, scale, W0, b0, Z1, do_first, A, W, bias, WT, Z, Dprev, do_output,
-    has_hidden, grads, want_probs, labels, probs, loss, hit, sidx, sval, n_threads,
+    has_hidden, grads, want_probs, labels, probs, loss, hit, sidx, sval, P, combine, n_threads,
 ):
     """Phase A over samples: thread ``t`` takes blocks ``t * n_blocks // n_threads`` onwards.
 
     ``do_first`` (inference): ``Z1 = X W0 + b0`` over each sample's own nonzero
     pixels. ``do_output``: the per-sample output work of :func:`_output_sample`
     with the last layer ``A, W, bias, WT -> Z`` (and ``Dprev``). Training
-    computes the first layer in :func:`_first_layer_parts` and
-    :func:`_combine_parts` instead.
+    computes the first layer in :func:`_first_layer_parts` and, with
+    ``combine`` (one hidden layer), adds up its parts here: ``A[b]`` from
+    ``b0`` and ``P`` (:func:`_combine_sample`) just before its output work.
+    (Its own phase, that was one more fork and barrier per step.)
     """
     n_blocks = (nb + 3) // 4
     n_out = W0.shape[1]
@@ -620,6 +640,8 @@ def _phase_a(
                 _acc_rows(Z1, b, 0, n_out, W0, sidx, sval, t, 0, m)
         if do_output:
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
+                if combine:
+                    _combine_sample(P, b0, A, b)
                 _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
                                order, first, nb, probs, loss, hit, sidx, sval, t, b)
         restore_fp_state(fp)
@@ -659,10 +681,17 @@ def _backward_hidden(D, WT, A, Dprev, nb, sidx, sval, n_threads):
 def _phase_b(
     nb, ulist, uband, xv, D0, W0, b0, VW0, Vb0, GW0, Gb0, A, D, WT, bias, VWT, Vb, GWT, Gb,
     acc, sidx, sval, has_hidden, lr, momentum, nesterov, weight_decay, use_momentum, train,
-    n_threads,
+    images, order, scale, ucount, P, next_first, next_nb, n_threads,
 ):
     """Phase B over the pixel parts: gradients and SGD (or, without ``train``,
-    gradients out).
+    gradients out); then, with ``next_nb > 0``, phase A1 of the next batch
+    (samples ``order[next_first:next_first + next_nb]``).
+
+    Each part's thread goes on to its part of the next batch's first layer
+    (:func:`_first_layer_part`): it reads only that part's rows of ``W0``, which
+    this thread has just updated, and overwrites only that part's union lists,
+    which this thread has just finished with; so the two need no barrier
+    between them, and a step has one fork and barrier fewer.
 
     The thread of part ``p`` (as in :func:`_first_layer_parts`) does its bands of
     the first layer (:func:`_first_layer_band`), from its own union lists and on
@@ -674,6 +703,7 @@ def _phase_b(
     """
     n_out0 = W0.shape[1]
     zero = W0.dtype.type(0)
+    T = np.empty((n_threads, 4 * TILE_GRAD), W0.dtype)  # a thread's sums (_first_layer_block)
     for t in prange(n_threads):
         fp = flush_denormals()
         a0 = t * BAND  # this thread's rows of acc
@@ -694,6 +724,9 @@ def _phase_b(
                 _bias_grad(D, nb, acc, a0, 0, N_OUT)
                 _apply(bias, Vb, Gb, 0, 0, N_OUT, acc, a0, lr, momentum, nesterov, zero,
                        use_momentum, train)
+            if next_nb > 0:
+                _first_layer_part(images, order, next_first, next_nb, scale, ulist, uband,
+                                  ucount, xv, W0, P, p, T, t)
         restore_fp_state(fp)
 
 
@@ -735,11 +768,13 @@ def _update_layer(
 
 @_jit()
 def _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale, grads,
-                   want_probs, probs, ws, n_threads):
+                   want_probs, probs, ws, first_done, n_threads):
     """Every phase over samples for samples ``order[first:first + nb]``.
 
     ``acts`` has ``L + 1`` entries, the last being ``dels[L - 1]`` (the logits),
-    so that ``acts[1]`` is the first layer's output whatever the depth.
+    so that ``acts[1]`` is the first layer's output whatever the depth. With
+    ``first_done`` (training only), phase A1 has already run for this batch
+    (in the previous step's :func:`_phase_b`).
     """
     ulist, uband, ucount, xv, P, sidx, sval, acc, loss, hit = ws
     n_layers = len(W)
@@ -748,22 +783,25 @@ def _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale
     deep = n_layers > 2
     if grads:
         # Training: the first layer by pixel parts (see _first_layer_parts).
-        _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv, W[0], P,
-                           n_threads)
-        _combine_parts(P, b[0], acts[1], nb, n_threads)
+        if not first_done:
+            _first_layer_parts(images, order, first, nb, scale, ulist, uband, ucount, xv, W[0],
+                               P, n_threads)
+        if deep:
+            _combine_parts(P, b[0], acts[1], nb, n_threads)
     else:
         # Inference: the first layer by samples, with the output layer in the same
         # phase when there is no middle layer.
         _phase_a(images, order, first, nb, scale, W[0], b[0], acts[1], True, acts[last],
                  W[last], b[last], WT[last], dels[last], dels[prev], not deep, n_layers > 1,
-                 grads, want_probs, labels, probs, loss, hit, sidx, sval, n_threads)
+                 grads, want_probs, labels, probs, loss, hit, sidx, sval, P, False, n_threads)
     for layer in range(1, last):
         _forward_hidden(acts[layer], W[layer], b[layer], acts[layer + 1], nb, sidx, sval,
                         n_threads)
     if grads or deep:
         _phase_a(images, order, first, nb, scale, W[0], b[0], acts[1], False, acts[last],
                  W[last], b[last], WT[last], dels[last], dels[prev], True, n_layers > 1, grads,
-                 want_probs, labels, probs, loss, hit, sidx, sval, n_threads)
+                 want_probs, labels, probs, loss, hit, sidx, sval, P, grads and not deep,
+                 n_threads)
     if deep:
         if grads:
             for layer in range(last - 1, 0, -1):
@@ -836,11 +874,12 @@ def run_batches(
     loss_sum = 0.0
     correct = 0
     n_total = order.shape[0]
-    for step in range((n_total + batch_size - 1) // batch_size):
+    n_steps = (n_total + batch_size - 1) // batch_size
+    for step in range(n_steps):
         first = step * batch_size
         nb = min(batch_size, n_total - first)
         _forward_batch(W, b, WT, acts, dels, images, labels, order, first, nb, scale, True,
-                       not train, probs, ws, n_threads)
+                       not train, probs, ws, step > 0, n_threads)
         for q in range(nb):
             loss_sum += loss[q]
             correct += hit[q]
@@ -848,7 +887,8 @@ def run_batches(
         _phase_b(nb, ulist, uband, xv, dels[0], W[0], b[0], VW[0], Vb[0], GW[0], Gb[0],
                  acts[last], dels[last], WT[last], b[last], VWT, Vb[last], GWT, Gb[last], acc,
                  sidx, sval, n_layers > 1, lr, momentum, nesterov, weight_decay, use_momentum,
-                 train, n_threads)
+                 train, images, order, scale, ucount, P, first + nb,
+                 min(batch_size, n_total - first - nb), n_threads)
         for layer in range(1, last):
             _update_layer(acts[layer], dels[layer], W[layer], b[layer], VW[layer], Vb[layer],
                           GW[layer], Gb[layer], WT[layer], nb, acc, sidx, sval, lr, momentum,
@@ -874,4 +914,4 @@ def predict(W, b, WT, acts, dels, images, scale, probs, ws, first, nb, n_threads
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
     _forward_batch(W, b, WT, acts, dels, images, no_labels, order, first, nb, scale, False, True,
-                   probs, ws, n_threads)
+                   probs, ws, False, n_threads)
