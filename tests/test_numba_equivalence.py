@@ -220,6 +220,22 @@ def test_weights_after_an_epoch_match(dtype, hidden, batch, steps, partial, seed
     _assert_same_training(results, dtype, _sum_length(model, batch), steps)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_network_without_hidden_layers_trains_like_the_reference(dtype):
+    # 784-10 (softmax regression): the first layer is the last, so its parts
+    # add up into the logits themselves.
+    rng = np.random.default_rng(3)
+    model = _perturbed(Model.initialize((), dtype=dtype, rng=3), rng)
+    batch, n = 16, 16 * 5 - 3  # a partial last batch
+    x, y = _images(rng, 2 * n, "mnist"), _labels(rng, 2 * n, False)
+    order = rng.permutation(2 * n)[:n]
+    lrs = np.linspace(0.1, 0.02, -(-n // batch))
+    results = _train_both(model, SGD(0.9, False, 1e-3), x, y, batch, lrs, order)
+    _assert_same_training(results, dtype, _sum_length(model, batch), 5)
+    assert_close("probabilities", numba_backend.predict_proba(model, x),
+                 numpy_backend.predict_proba(model, x), dtype, _sum_length(model, batch))
+
+
 # ---------------------------------------------------------------------------
 # Inputs given as floats, warmup, threads
 # ---------------------------------------------------------------------------

@@ -7,24 +7,27 @@ Design
 ------
 A network has ``L`` layers of widths ``n[0] = 784, ..., n[L] = 10``. The
 drivers (:func:`run_batches`, :func:`predict`) loop over mini-batches in
-compiled code. A training step of a one-hidden-layer network is four parallel
-phases (``prange`` over threads), each a barrier:
+compiled code. A training step of a one-hidden-layer network is four stages,
+run as two parallel phases (``prange`` over threads), each ending in a barrier:
 
-A1. ``_first_layer_parts``, over the :data:`N_PARTS` pixel parts (the top and
+A1. ``_first_layer_part``, per :data:`N_PARTS` pixel part (the top and
     bottom fourteen image rows). For every block of four samples, the part's
     thread lists the part's pixels that are nonzero in any of the four (their
-    union; about 300 of 784 on MNIST in all, every pixel on dense inputs) and
-    sums the part's share of the block's first layer, 64 columns of the four
-    samples at a time held in registers (each loaded weight serves four
-    samples; the sums are stored once per tile).
-A2. ``_combine_parts``, over samples: bias plus the parts' shares, in order.
-A3. ``_phase_a``, over samples: per sample the last layer, softmax +
+    union; about 300 of 784 on MNIST in all, every pixel on dense inputs;
+    sixteen pixels per instruction, see ``_compress``) and sums the part's
+    share of the block's first layer, 64 columns of the four samples at a
+    time held in registers (each loaded weight serves four samples; the sums
+    are stored once per tile).
+A2. ``_combine_sample``: bias plus the parts' shares, in order.
+A3. ``_phase_a``, over samples: A2, then per sample the last layer, softmax +
     cross-entropy + its gradient, and the gradient back through the last layer.
 B.  ``_phase_b``, over the pixel parts again: each part's thread sums the
     gradient of its part's rows of the first layer, band of 28 rows (one image
     row) by band, over its own union lists (four samples per pass), and updates
     each row by SGD at once, while it is in cache; the first part's thread also
     does the last layer, column by column, the last part's the first bias.
+    Then each part's thread goes on to A1 of the next batch (the first step's
+    A1 runs alone, in ``_first_layer_parts``).
 
 A part's rows of ``W0`` are read and written by one thread only, so they stay
 in that core's cache all epoch. (Before, phase A split the batch by samples,
@@ -618,8 +621,9 @@ def _phase_a(
     pixels. ``do_output``: the per-sample output work of :func:`_output_sample`
     with the last layer ``A, W, bias, WT -> Z`` (and ``Dprev``). Training
     computes the first layer in :func:`_first_layer_parts` and, with
-    ``combine`` (one hidden layer), adds up its parts here: ``A[b]`` from
-    ``b0`` and ``P`` (:func:`_combine_sample`) just before its output work.
+    ``combine`` (at most one hidden layer), adds up its parts here from ``b0``
+    and ``P`` (:func:`_combine_sample`) just before each sample's output work:
+    into ``A[b]``, or into the logits ``Z[b]`` when the first layer is the last.
     (Its own phase, that was one more fork and barrier per step.)
     """
     n_blocks = (nb + 3) // 4
@@ -640,8 +644,11 @@ def _phase_a(
                 _acc_rows(Z1, b, 0, n_out, W0, sidx, sval, t, 0, m)
         if do_output:
             for b in range(4 * q_lo, min(4 * q_hi, nb)):
-                if combine:
-                    _combine_sample(P, b0, A, b)
+                if combine:  # into the first layer's output: A, or the logits Z if no hidden
+                    if has_hidden:
+                        _combine_sample(P, b0, A, b)
+                    else:
+                        _combine_sample(P, b0, Z, b)
                 _output_sample(A, W, bias, WT, Z, Dprev, has_hidden, grads, want_probs, labels,
                                order, first, nb, probs, loss, hit, sidx, sval, t, b)
         restore_fp_state(fp)
