@@ -11,7 +11,7 @@ import warnings
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from numba import typeof
+from numba import prange, typeof
 from numba.core import config as numba_config
 
 from fastmnist.backends import _jit
@@ -42,6 +42,24 @@ def test_no_writable_cache_warns_once_and_compiles_uncached(monkeypatch):
 @_jit.jit()
 def thrice(x):
     return 3 * x
+
+
+@_jit.jit(parallel=True)
+def doubled_in_parallel(x):
+    out = np.empty_like(x)
+    for i in prange(x.shape[0]):
+        out[i] = 2 * x[i]
+    return out
+
+
+@_jit.jit()
+def sum_doubled(x):
+    return doubled_in_parallel(x).sum()
+
+
+@_jit.jit()
+def sum_doubled_plus_one(x):
+    return sum_doubled(x) + 1
 
 
 def _fresh_cached_kernel(monkeypatch, tmp_path):
@@ -91,6 +109,22 @@ def test_the_child_imports_the_kernel_the_parent_runs(monkeypatch, tmp_path):
         warnings.simplefilter("error")
         assert entry(14) == 42
     assert sum(kernel.stats.cache_misses.values()) == 0  # the child filled the cache
+
+
+def test_a_child_links_parallel_kernels_it_loads_from_the_cache(monkeypatch, tmp_path):
+    # The second child compiles nothing parallel itself: it loads sum_doubled,
+    # which the first child cached with the parallel loop linked into it (as
+    # predict loads _forward_batch after run_batches cached it).
+    monkeypatch.setattr(numba_config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    first = _jit.CachedEntry(_jit.jit()(sum_doubled.py_func))
+    second = _jit.CachedEntry(_jit.jit()(sum_doubled_plus_one.py_func))
+    x = np.arange(5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert first(x) == 20.0
+        assert second(x) == 21.0
+    assert sum(second.dispatcher.stats.cache_misses.values()) == 0  # the child compiled it
 
 
 def test_a_child_that_leaves_the_cache_empty_warns_and_compiles_here(monkeypatch, tmp_path):

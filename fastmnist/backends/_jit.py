@@ -94,10 +94,16 @@ def jit(parallel: bool = False, inline: bool = False) -> Callable:
 # process with a cache runs the same code. The child searches the parent's
 # sys.path: ``python -c`` would put the working directory first, where another
 # checkout of fastmnist may be, whose kernels would then fill the cache instead.
+# It starts Numba's thread pool first: an entry point whose parallel callees
+# are already in the cache links their machine code, which needs the pool's
+# symbols, and only compiling a parallel loop would have started it ("LLVM
+# ERROR: Symbol not found: allocate_sched", once in a CI run).
 _CHILD_COMPILE = """
 import importlib, pickle, sys
 path, module, name, sig = pickle.loads(sys.stdin.buffer.read())
 sys.path[:] = path
+import numba
+numba.get_num_threads()
 getattr(importlib.import_module(module), name).compile(sig)
 """
 
