@@ -85,7 +85,7 @@ def _predict_buffers(model: Model, batch: int, n_threads: int) -> tuple:
         _predict_scratch.key = None  # free the old scratch before allocating the new
         _predict_scratch.buffers = None
         if _is_narrow(model):
-            buffers = _buffers_narrow(model.dtype, model.sizes[1], batch, n_threads)
+            buffers = _buffers_narrow(model.dtype, batch, n_threads)
         else:
             buffers = _buffers(model, batch, n_threads, training=False)
         _predict_scratch.buffers = buffers
@@ -166,25 +166,36 @@ def _is_narrow(model: Model) -> bool:
     return len(model.sizes) == 3 and model.sizes[1] <= narrow.MAX_WIDTH
 
 
-def _padded_first_layer(w0: np.ndarray) -> np.ndarray:
-    """``w0.T`` padded with zero columns to ``narrow.N_COLS``: the narrow kernels' layout."""
-    out = np.zeros((w0.shape[1], narrow.N_COLS), dtype=w0.dtype)
-    out[:, :N_PIXELS] = w0.T
-    return out
+def _pack_narrow(w0: np.ndarray, w1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """The parameters in the narrow kernels' flat row, ``(1, narrow.N_PARAMS)``, zero padded."""
+    flat = np.zeros((1, narrow.N_PARAMS), dtype=w0.dtype)
+    for name, a in zip(("W0", "W1", "b0", "b1"), (w0, w1, b0.reshape(1, -1), b1.reshape(1, -1))):
+        offset, rows = narrow.layout()[name]
+        block = flat[0, offset : offset + rows * narrow.WIDTH].reshape(rows, narrow.WIDTH)
+        block[: a.shape[0], : a.shape[1]] = a
+    return flat
+
+
+def _unpack_narrow(flat: np.ndarray, w0: np.ndarray, w1: np.ndarray, b0: np.ndarray,
+                   b1: np.ndarray) -> None:
+    """Copy the flat row back into the parameters (the inverse of :func:`_pack_narrow`)."""
+    for name, a in zip(("W0", "W1", "b0", "b1"), (w0, w1, b0.reshape(1, -1), b1.reshape(1, -1))):
+        offset, rows = narrow.layout()[name]
+        block = flat[0, offset : offset + rows * narrow.WIDTH].reshape(rows, narrow.WIDTH)
+        a[...] = block[: a.shape[0], : a.shape[1]]
 
 
 def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.ndarray,
                     hidden: list[np.ndarray] | None, n_threads: int) -> np.ndarray:
     """:meth:`NumbaBackend._predict` through the narrow kernels."""
-    w0, w1 = _params(model.weights)
-    b0, b1 = _rows(_params(model.biases))
-    w0t, w1t = _padded_first_layer(w0), np.ascontiguousarray(w1.T)
+    flat = _pack_narrow(*_params(model.weights), *_params(model.biases))
+    width = model.sizes[1]
     ws = _predict_buffers(model, min(len(x), _PREDICT_CHUNK), n_threads)
     for first in range(0, len(x), _PREDICT_CHUNK):
         nb = min(_PREDICT_CHUNK, len(x) - first)
-        _PREDICT_NARROW(w0t, b0, w1, b1, w1t, x, scale, probs, ws, first, nb, n_threads)
+        _PREDICT_NARROW(flat, x, scale, probs, ws, first, nb, width, n_threads)
         if hidden is not None:
-            hidden[0][first : first + nb] = ws[1][:nb]
+            hidden[0][first : first + nb] = ws[1][:nb, :width]
     return probs
 
 
@@ -194,35 +205,35 @@ def _train_narrow(
     optimizer: SGD, scale: np.floating, n_threads: int,
 ) -> tuple[float, int]:
     """An SGD epoch of a one-hidden-layer network of at most ``narrow.MAX_WIDTH``
-    units, in place on the C-contiguous ``w, b, vw, vb``."""
+    units, in place on ``w, b, vw, vb``."""
     dt = w[0].dtype
-    w0t, vw0t = _padded_first_layer(w[0]), _padded_first_layer(vw[0])
-    b0, vb0, b1, vb1 = _rows([b[0], vb[0], b[1], vb[1]])
-    ws = _buffers_narrow(dt, w[0].shape[1], min(batch_size, len(order)), n_threads)
+    params, velocities = _pack_narrow(*w, *b), _pack_narrow(*vw, *vb)
+    ws = _buffers_narrow(dt, min(batch_size, len(order)), n_threads)
     loss_sum, correct = _RUN_NARROW(
-        w0t, vw0t, b0, vb0, w[1], vw[1], b1, vb1, np.ascontiguousarray(w[1].T), x, labels, order,
-        batch_size, lrs, dt.type(optimizer.momentum), bool(optimizer.nesterov),
-        dt.type(optimizer.weight_decay), scale, ws, n_threads,
+        params, velocities, x, labels, order, batch_size, lrs, dt.type(optimizer.momentum),
+        bool(optimizer.nesterov), dt.type(optimizer.weight_decay), scale, ws, w[0].shape[1],
+        n_threads,
     )
-    w[0][...] = w0t[:, :N_PIXELS].T
-    vw[0][...] = vw0t[:, :N_PIXELS].T
+    _unpack_narrow(params, *w, *b)
+    _unpack_narrow(velocities, *vw, *vb)
     return loss_sum, correct
 
 
-def _buffers_narrow(dt: np.dtype, width: int, rows: int, n_threads: int) -> tuple:
+def _buffers_narrow(dt: np.dtype, rows: int, n_threads: int) -> tuple:
     """Scratch of :func:`narrow.run_narrow` for batches of up to ``rows`` samples."""
-    # Index lists hold a row of H, of Z or a column of the batch.
-    lists = max(rows, width, N_CLASSES)
+    width = narrow.WIDTH
+    chunks = max(narrow.N_CHUNKS, n_threads)  # inference runs a chunk per thread
+    blocks = -(-rows // 4) * 4  # the first layer works on blocks of four samples
     return (
-        np.zeros((rows, narrow.N_COLS), dtype=dt),  # XF: scaled pixels, zero padding
-        np.empty((rows, width), dtype=dt),  # H: hidden layer
-        np.empty((rows, N_CLASSES), dtype=dt),  # Z: logits, then their gradient
-        np.empty((rows, width), dtype=dt),  # D0: the hidden layer's gradient
-        np.empty((n_threads * width, narrow.N_COLS), dtype=dt),  # GT: first-layer gradients
-        np.empty((narrow.N_CHUNKS * width, narrow.N_COLS), dtype=dt),  # GC: per chunk
-        np.empty((n_threads * kernels.BAND, max(width, N_CLASSES)), dtype=dt),  # acc
-        np.empty((n_threads, lists), dtype=np.uint32),  # sidx: per-thread index lists
-        np.empty((n_threads, lists), dtype=dt),  # sval
+        np.zeros((width, width), dtype=dt),  # W1T: the output layer by class
+        np.zeros((blocks, width), dtype=dt),  # H: hidden layer
+        np.zeros((blocks, width), dtype=dt),  # Z: logits, then their gradient
+        np.zeros((blocks, width), dtype=dt),  # D0: the hidden layer's gradient
+        np.zeros((narrow.N_CHUNKS, narrow.N_PARAMS), dtype=dt),  # GC: per chunk, zero
+        np.empty((chunks, 8 * width), dtype=dt),  # ACC: running sums of the hidden layer
+        np.empty((n_threads, narrow.UPDATE_BLOCK), dtype=dt),  # acc: summed gradients
+        np.empty((chunks, N_PIXELS), dtype=np.uint32),  # ulist: a block's union pixels
+        np.empty((chunks, 4, N_PIXELS), dtype=dt),  # xv: their values, image by image
         np.empty(rows, dtype=np.float64),  # loss per sample
         np.empty(rows, dtype=np.int64),  # hit per sample
     )

@@ -1,0 +1,59 @@
+"""The sixteen-wide row intrinsic: one correctly rounded multiply-add per lane, nowhere else."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from numba import njit
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fastmnist.backends._rows16 import LANES, axpy_row  # noqa: E402
+
+
+@njit(cache=False)
+def _axpy(y, yr, yc, v, x, xr, xc):
+    axpy_row(y, yr, yc, v, x, xr, xc)
+
+
+def _half_ulp(value) -> Fraction:
+    """Half the gap from ``value`` to the next representable number away from zero."""
+    away = np.nextafter(value, np.inf if value >= 0 else -np.inf)
+    return abs(Fraction(float(away)) - Fraction(float(value))) / 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_axpy_row_is_one_rounded_multiply_add_per_lane(data, dtype):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    rows, cols = data.draw(st.integers(1, 4)), LANES + data.draw(st.integers(0, 40))
+    y = (rng.standard_normal((rows, cols)) * 10.0 ** rng.integers(-3, 4, (rows, cols)))
+    x = rng.standard_normal((rows + 1, cols))
+    y, x = y.astype(dtype), x.astype(dtype)
+    yr, xr = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, rows))
+    yc, xc = data.draw(st.integers(0, cols - LANES)), data.draw(st.integers(0, cols - LANES))
+    v = dtype(rng.standard_normal())
+    before = y.copy()
+    _axpy(y, yr, yc, v, x, xr, xc)
+
+    changed = np.zeros(y.shape, bool)
+    changed[yr, yc : yc + LANES] = True
+    np.testing.assert_array_equal(y[~changed], before[~changed])  # no lane outside the row
+    for lane in range(LANES):
+        exact = (Fraction(float(v)) * Fraction(float(x[xr, xc + lane]))
+                 + Fraction(float(before[yr, yc + lane])))
+        got = y[yr, yc + lane]
+        # Correctly rounded: within half an ulp of the exact value (one rounding, as
+        # an FMA; a multiply then an add can be off by up to a whole ulp).
+        assert abs(Fraction(float(got)) - exact) <= _half_ulp(got), (lane, got, float(exact))
+
+
+def test_axpy_row_converts_the_scalar_to_the_rows_type():
+    y = np.zeros((1, LANES), np.float32)
+    x = np.ones((1, LANES), np.float32)
+    _axpy(y, 0, 0, 0.1, x, 0, 0)  # a float64 scalar
+    np.testing.assert_array_equal(y, np.float32(0.1))
