@@ -5,31 +5,39 @@ a step on bookkeeping, not arithmetic: their column loops are ten long, which
 fills no vector register. Here every row of every layer is padded with zeros
 to :data:`WIDTH` lanes, one AVX-512 register of float32, and each row
 operation is one vector multiply-add (``_rows16.axpy_row``). A pixel's
-first-layer weights are one such row, so an image's nonzero pixels (about 150
-of 784 on MNIST, listed sixteen at a time by ``_compress``) select the rows it
-needs, in the forward pass and in the gradient.
+first-layer weights are one such row, so the nonzero pixels of a block of four
+images (their union, listed sixteen pixels at a time by ``_compress``) select
+the rows the block needs, in the forward pass and in the gradient.
 
 All parameters live in one flat row ``P`` (:func:`layout`): the first layer
 ``W0`` (784 rows of ``WIDTH``), the output layer ``W1`` (``WIDTH`` rows of
-``WIDTH``: hidden unit by class), then the two biases. Their velocities ``V``
-and the gradients of each chunk of the batch (``GC[c]``) have the same layout,
-so one elementwise loop updates every parameter.
+``WIDTH``: hidden unit by class), then the two biases; their velocities ``V``
+have the same layout. The first layer's rows are split into :data:`N_PARTS`
+pixel parts (the top and bottom of the image), each computed, read and
+updated by one thread only, so that they never leave its core. A training
+step is two parallel phases:
 
-A. ``_narrow_forward``, over the :data:`N_CHUNKS` chunks of the batch, one
-   sample at a time: list the image's nonzero pixels; the hidden layer (four
-   running sums in registers, added pairwise), ReLU, the logits, softmax and
-   cross-entropy; then the gradient: back to the hidden layer and, while the
-   sample is in cache, added into the chunk's gradient row: the pixel list's
-   rows of ``W0``, the fired units' rows of ``W1``, both biases.
-B. ``_narrow_update``, over ranges of ``P``: each thread adds up the chunks'
-   gradients in chunk order, zeroes them for the next batch and applies SGD.
+X. ``_first_layer``, per part: the first layer's gradient of the previous
+   batch over the part's rows, block by block over the union lists kept from
+   its forward pass (four deltas per loaded row), then SGD on those rows; the
+   last part also sums the chunks' gradients of the small layers and updates
+   them. Then the part's share of the next batch's hidden layer: per block of
+   four, the union list of the part's pixels and the partial sums (each loaded
+   weight row serves the four samples; eight chains in registers).
+Y. ``_output_layer``, over :data:`N_CHUNKS` chunks of samples: the parts'
+   partial sums plus the bias, ReLU, the logits, softmax and cross-entropy,
+   and the gradient back to the hidden layer; the output layer's and the
+   biases' gradients go to the chunk's own row of ``GS``.
 
-The output layer's transposed copy ``W1T`` (for the gradient back to the
-hidden layer) is rebuilt from ``P`` after each update. Skipping zero pixels is
-exact for finite weights, as in the general kernels; on dense inputs every
-pixel is listed and the work is that of a dense product. Chunks are fixed by
-the batch, not the thread count, and every sum runs in an order fixed by the
-data, so results are bit-identical for any thread count.
+Between the phases only the partial sums and the hidden layer's gradient
+(``WIDTH`` values per sample) cross cores. (Split by samples instead, each
+step moved half of ``W0`` and of its gradient across cores: about 1,200 cache
+lines, and two threads ran 784-10-10 b128 only 1.45x faster than one.)
+
+Skipping zero pixels is exact for finite weights, as in the general kernels;
+on dense inputs every pixel is listed and the work is that of a dense product.
+Parts and chunks are fixed, not the thread count, and every sum runs in an
+order fixed by the data, so results are bit-identical for any thread count.
 """
 
 from __future__ import annotations
@@ -58,18 +66,20 @@ W1_AT = N_PIXELS * WIDTH
 B0_AT = W1_AT + WIDTH * WIDTH
 B1_AT = B0_AT + WIDTH
 N_PARAMS = B1_AT + WIDTH
+N_SMALL = N_PARAMS - W1_AT  # the output layer and both biases
 
-#: Chunks of a batch whose gradients are summed apart (whole blocks of four
-#: samples each). As many as this machine has cores: with two threads each does
-#: one chunk. Fixed, not the thread count, so that results do not depend on it.
+#: Pixel parts: part q owns pixels PART_START[q] to PART_START[q + 1]. Whole
+#: chunks of sixteen pixels (the compress stores' width), near the middle row.
+N_PARTS = 2
+PART_START = (0, 384, N_PIXELS)
+PART_PIXELS = 400  # the larger part
+
+#: Chunks of samples in phase Y, whose small-layer gradients are summed apart
+#: (whole blocks of four). Fixed, not the thread count, so that results do not
+#: depend on it.
 N_CHUNKS = 2
 
-#: Elements of ``P`` updated per pass in phase B (the chunks' sum is kept in
-#: ``acc`` between the two loops).
-UPDATE_BLOCK = 1024
-
-#: Images requested this many samples before they are listed (see _prefetch):
-#: each is a fresh, random place in memory.
+#: Images requested this many blocks of four before they are listed (see _prefetch).
 PREFETCH_AHEAD = 4
 
 
@@ -87,167 +97,65 @@ def _chunk_bounds(c, nb, n_chunks):
 
 
 @_jit(inline=True)
-def _hidden_block(H, b, P, ulist, xv, t, n, ACC, a):
-    """``H[b + s] = relu(b0 + sum_k xv[t, s, k] W0[ulist[t, k]])`` for the block's four samples.
+def _union(images, order, first, b, nb, scale, q, ulist, xv, r):
+    """List block ``b``'s union of nonzero pixels in part ``q`` into row ``r`` of
+    ``ulist, xv``; return how many.
 
-    Each weight row of the union's ``n`` pixels is loaded once for the four
-    samples (a sample's zero pixels add exact zeros). Two running sums per
-    sample (in row ``a`` of ``ACC``, kept in registers: see ``axpy_row``) take
-    alternate pixels, so that eight multiply-add chains run at once. NaN
-    passes ReLU.
+    A block short of four samples repeats its first image at scale 0: the union
+    is unchanged and the missing samples' values are zero.
     """
-    zero = H.dtype.type(0)
+    zero = xv.dtype.type(0)
+    n_real = min(4, nb - b)
+    g0 = order[first + b]
+    g1 = order[first + b + 1] if n_real > 1 else g0
+    g2 = order[first + b + 2] if n_real > 2 else g0
+    g3 = order[first + b + 3] if n_real > 3 else g0
+    s1 = scale if n_real > 1 else zero
+    s2 = scale if n_real > 2 else zero
+    s3 = scale if n_real > 3 else zero
+    n = np.uint64(0)
+    for col in range(PART_START[q], PART_START[q + 1], LANES):
+        n += gather_union16(images, g0, g1, g2, g3, col, 0, scale, s1, s2, s3, ulist, xv, r, n)
+    return np.int64(n)  # signed like the loop counters: a mixed comparison goes through float64
+
+
+@_jit(inline=True)
+def _partial_block(HP, hr, P, ulist, xv, r, n, ACC, a):
+    """``HP[hr + s] = sum_k xv[r, s, k] W0[ulist[r, k]]`` for the block's four samples.
+
+    Each weight row is loaded once for the four (a sample's zero pixels add
+    exact zeros). Two running sums per sample (in row ``a`` of ``ACC``, kept in
+    registers: see ``axpy_row``) take alternate pixels, so that eight
+    multiply-add chains run at once.
+    """
+    zero = HP.dtype.type(0)
     for u in range(8 * WIDTH):
         ACC[a, u] = zero
     k = 0
     while k + 2 <= n:
-        r0, r1 = W0_AT + ulist[t, k] * WIDTH, W0_AT + ulist[t, k + 1] * WIDTH
+        r0, r1 = W0_AT + ulist[r, k] * WIDTH, W0_AT + ulist[r, k + 1] * WIDTH
         for s in range(4):
-            axpy_row(ACC, a, 2 * s * WIDTH, xv[t, s, k], P, 0, r0)
-            axpy_row(ACC, a, (2 * s + 1) * WIDTH, xv[t, s, k + 1], P, 0, r1)
+            axpy_row(ACC, a, 2 * s * WIDTH, xv[r, s, k], P, 0, r0)
+            axpy_row(ACC, a, (2 * s + 1) * WIDTH, xv[r, s, k + 1], P, 0, r1)
         k += 2
     if k < n:
-        r0 = W0_AT + ulist[t, k] * WIDTH
+        r0 = W0_AT + ulist[r, k] * WIDTH
         for s in range(4):
-            axpy_row(ACC, a, 2 * s * WIDTH, xv[t, s, k], P, 0, r0)
+            axpy_row(ACC, a, 2 * s * WIDTH, xv[r, s, k], P, 0, r0)
     for s in range(4):
         for u in range(WIDTH):
-            h = (ACC[a, 2 * s * WIDTH + u] + ACC[a, (2 * s + 1) * WIDTH + u]) + P[0, B0_AT + u]
-            H[b + s, u] = zero if h <= zero else h
+            HP[hr + s, u] = ACC[a, 2 * s * WIDTH + u] + ACC[a, (2 * s + 1) * WIDTH + u]
 
 
 @_jit(inline=True)
-def _output_row(H, b, P, n1, Z):
-    """Logits ``Z[b] = b1 + sum_u H[b, u] W1[u]`` (padding lanes zero)."""
-    for j in range(WIDTH):
-        Z[b, j] = P[0, B1_AT + j]
-    for u in range(n1):
-        axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
-
-
-@_jit(inline=True)
-def _hidden_gradient(H, b, n1, W1T, Z, D0, GC, c):
-    """``D0[b] = dLoss/dH`` of sample ``b`` from ``Z[b] = dLoss/dlogits`` (padding zero),
-    zero where ReLU was off; the output layer's and both biases' gradients go
-    into the chunk's row ``GC[c]``."""
-    zero = D0.dtype.type(0)
-    one = D0.dtype.type(1)
-    for u in range(WIDTH):
-        D0[b, u] = zero
-    for j in range(N_OUT):
-        axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
-    for u in range(WIDTH):
-        D0[b, u] = D0[b, u] if H[b, u] > zero else zero
-    for u in range(n1):
-        axpy_row(GC, c, W1_AT + u * WIDTH, H[b, u], Z, b, 0)
-    axpy_row(GC, c, B0_AT, one, D0, b, 0)
-    axpy_row(GC, c, B1_AT, one, Z, b, 0)
-
-
-@_jit(inline=True)
-def _first_layer_gradient(GC, c, D0, b, ulist, xv, t, n):
-    """``GC[c, W0[p]] += sum_s xv[t, s, k] D0[b + s]`` over the block's union pixels ``p``,
-    samples in order: one load and store of each gradient row per block."""
+def _block_gradient(GP, q, D0, b, ulist, xv, r, n):
+    """``GP[q, W0[p] - part start] += sum_s xv[r, s, k] D0[b + s]`` over the block's
+    union pixels ``p``, samples in order: one load and store per gradient row."""
+    start = PART_START[q] * WIDTH
     for k in range(n):
-        r = W0_AT + ulist[t, k] * WIDTH
+        g = ulist[r, k] * WIDTH - start
         for s in range(4):
-            axpy_row(GC, c, r, xv[t, s, k], D0, b + s, 0)
-
-
-@_jit(parallel=True)
-def _narrow_forward(images, order, first, nb, scale, P, n1, W1T, H, Z, D0, labels, probs, loss,
-                    hit, ulist, xv, GC, ACC, n_chunks, grads):
-    """Phase A for samples ``order[first:first + nb]`` (see the module doc).
-
-    Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
-    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GC`` are not used.
-    ``H``, ``Z`` and ``D0`` need ``nb`` rounded up to a multiple of four rows.
-    """
-    one = Z.dtype.type(1)
-    zero = Z.dtype.type(0)
-    nbf = Z.dtype.type(nb)
-    for c in prange(n_chunks):
-        fp = flush_denormals()
-        b_lo, b_hi = _chunk_bounds(c, nb, n_chunks)
-        for b in range(b_lo, b_hi, 4):
-            if b + 4 * PREFETCH_AHEAD < b_hi:
-                for i in range(4):
-                    ahead = order[first + b + 4 * PREFETCH_AHEAD + i]
-                    for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
-                        prefetch(images, ahead, p)
-                    prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
-            # A block short of four samples repeats its first image at scale 0:
-            # the union is unchanged and the missing samples' values are zero.
-            n_real = min(4, b_hi - b)
-            g0 = order[first + b]
-            g1 = order[first + b + 1] if n_real > 1 else g0
-            g2 = order[first + b + 2] if n_real > 2 else g0
-            g3 = order[first + b + 3] if n_real > 3 else g0
-            s1 = scale if n_real > 1 else zero
-            s2 = scale if n_real > 2 else zero
-            s3 = scale if n_real > 3 else zero
-            nu = np.uint64(0)
-            for col in range(0, N_PIXELS, LANES):
-                nu += gather_union16(images, g0, g1, g2, g3, col, 0, scale, s1, s2, s3, ulist, xv,
-                                     c, nu)
-            n = np.int64(nu)  # signed like k: a mixed comparison would go through float64
-            _hidden_block(H, b, P, ulist, xv, c, n, ACC, c)
-            for s in range(4):
-                if s >= n_real:
-                    for u in range(WIDTH):
-                        D0[b + s, u] = zero
-                    continue
-                bs = b + s
-                _output_row(H, bs, P, n1, Z)
-                y = labels[order[first + bs]] if grads else 0
-                zy = Z[bs, y]
-                lse, best = _softmax_xent(Z, bs)
-                if not grads:
-                    for j in range(N_OUT):
-                        probs[first + bs, j] = Z[bs, j]
-                    continue
-                loss[bs] = lse - zy
-                hit[bs] = best == y
-                Z[bs, y] -= one
-                for j in range(N_OUT):
-                    Z[bs, j] = Z[bs, j] / nbf
-                for j in range(N_OUT, WIDTH):
-                    Z[bs, j] = zero
-                _hidden_gradient(H, bs, n1, W1T, Z, D0, GC, c)
-            if grads:
-                _first_layer_gradient(GC, c, D0, b, ulist, xv, c, n)
-        restore_fp_state(fp)
-
-
-@_jit(parallel=True)
-def _narrow_update(GC, P, V, acc, lr, momentum, nesterov, weight_decay, use_momentum, n_threads):
-    """Phase B: sum the chunks' gradients, zero them, one SGD step (see the module doc).
-
-    Weight decay applies to the weights, not the biases, as in the reference.
-    """
-    zero = P.dtype.type(0)
-    n_rows = N_PARAMS // WIDTH
-    for t in prange(n_threads):
-        fp = flush_denormals()
-        lo = t * n_rows // n_threads * WIDTH
-        hi = (t + 1) * n_rows // n_threads * WIDTH
-        o = lo
-        while o < hi:
-            end = min(o + UPDATE_BLOCK, hi)
-            if o < B0_AT:
-                end = min(end, B0_AT)
-            ua, ub = np.uint64(o), np.uint64(end)  # unsigned: see _numba_kernels._acc_rows
-            for i in range(ua, ub):
-                acc[t, i - ua] = GC[0, i]
-                GC[0, i] = zero
-            for c in range(1, N_CHUNKS):
-                for i in range(ua, ub):
-                    acc[t, i - ua] += GC[c, i]
-                    GC[c, i] = zero
-            decay = weight_decay if o < B0_AT else zero
-            _apply(P, V, P, 0, o, end, acc, t, lr, momentum, nesterov, decay, use_momentum, True)
-            o = end
-        restore_fp_state(fp)
+            axpy_row(GP, q, g, xv[r, s, k], D0, b + s, 0)
 
 
 @_jit(inline=True)
@@ -258,36 +166,161 @@ def _transpose_output(P, W1T):
             W1T[j, u] = P[0, W1_AT + u * WIDTH + j]
 
 
+@_jit(parallel=True)
+def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts,
+                 ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay, use_momentum):
+    """Phase X (see the module doc): the previous batch's first-layer gradient and
+    update (if ``prev_nb``), then the part's partial sums of samples
+    ``order[first:first + nb]`` (if ``nb``).
+
+    The union lists of block ``k`` of part ``q`` are row ``q * n_rows + k`` of
+    ``ulist, xv`` and ``counts``, where ``n_rows = counts.shape[0] // N_PARTS``
+    (with one row per part, as for inference, every block reuses it);
+    ``HP``'s rows ``q * m .. q * m + nb`` hold part ``q``'s sums, ``m`` its
+    rows per part.
+    """
+    zero = P.dtype.type(0)
+    n_rows = counts.shape[0] // N_PARTS
+    m = HP.shape[0] // N_PARTS
+    for q in prange(N_PARTS):
+        fp = flush_denormals()
+        if prev_nb > 0:
+            for k in range((prev_nb + 3) // 4):
+                r = q * n_rows + k
+                _block_gradient(GP, q, D0, 4 * k, ulist, xv, r, counts[r])
+            lo, hi = PART_START[q] * WIDTH, PART_START[q + 1] * WIDTH
+            _apply(P, V, P, 0, lo, hi, GP, q, lr, momentum, nesterov, weight_decay,
+                   use_momentum, True)
+            for i in range(hi - lo):
+                GP[q, i] = zero
+            if q == N_PARTS - 1:  # the bottom part has fewer pixels to spare
+                for i in range(N_SMALL):
+                    acc[0, i] = GS[0, i]
+                    GS[0, i] = zero
+                for c in range(1, N_CHUNKS):
+                    for i in range(N_SMALL):
+                        acc[0, i] += GS[c, i]
+                        GS[c, i] = zero
+                _apply(P, V, P, 0, W1_AT, B0_AT, acc, 0, lr, momentum, nesterov, weight_decay,
+                       use_momentum, True)
+                for i in range(N_PARAMS - B0_AT):
+                    acc[1, i] = acc[0, B0_AT - W1_AT + i]
+                _apply(P, V, P, 0, B0_AT, N_PARAMS, acc, 1, lr, momentum, nesterov, zero,
+                       use_momentum, True)
+                _transpose_output(P, W1T)
+        for b in range(0, nb, 4):
+            if b + 4 * PREFETCH_AHEAD < nb:
+                for i in range(4):
+                    ahead = order[first + b + 4 * PREFETCH_AHEAD + i]
+                    for p in range(PART_START[q], PART_START[q + 1], 64 // images.itemsize):
+                        prefetch(images, ahead, p)
+                    prefetch(images, ahead, PART_START[q + 1] - 1)
+            r = q * n_rows + (b // 4) % n_rows
+            n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
+            counts[r] = n
+            _partial_block(HP, q * m + b, P, ulist, xv, r, n, ACC, q)
+        restore_fp_state(fp)
+
+
+@_jit(parallel=True)
+def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
+                  hit, n_chunks, grads):
+    """Phase Y for samples ``order[first:first + nb]`` (see the module doc).
+
+    Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
+    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GS`` are not used.
+    ``D0``'s rows from ``nb`` to the next multiple of four are zeroed.
+    """
+    one = Z.dtype.type(1)
+    zero = Z.dtype.type(0)
+    nbf = Z.dtype.type(nb)
+    m = HP.shape[0] // N_PARTS
+    for c in prange(n_chunks):
+        fp = flush_denormals()
+        b_lo, b_hi = _chunk_bounds(c, nb, n_chunks)
+        for b in range(b_lo, b_hi):
+            if grads and first + nb + b < order.shape[0]:
+                # The next batch's images, so that phase X finds them in cache
+                # (fetched in phase X itself, they made it about 1.6x slower).
+                ahead = order[first + nb + b]
+                for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
+                    prefetch(images, ahead, p)
+                prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
+            for u in range(WIDTH):
+                h = (HP[b, u] + HP[m + b, u]) + P[0, B0_AT + u]
+                H[b, u] = zero if h <= zero else h  # NaN passes ReLU
+            for j in range(WIDTH):
+                Z[b, j] = P[0, B1_AT + j]
+            for u in range(n1):
+                axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
+            y = labels[order[first + b]] if grads else 0
+            zy = Z[b, y]
+            lse, best = _softmax_xent(Z, b)
+            if not grads:
+                for j in range(N_OUT):
+                    probs[first + b, j] = Z[b, j]
+                continue
+            loss[b] = lse - zy
+            hit[b] = best == y
+            Z[b, y] -= one
+            for j in range(N_OUT):
+                Z[b, j] = Z[b, j] / nbf
+            for j in range(N_OUT, WIDTH):
+                Z[b, j] = zero
+            for u in range(WIDTH):
+                D0[b, u] = zero
+            for j in range(N_OUT):
+                axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
+            for u in range(WIDTH):
+                D0[b, u] = D0[b, u] if H[b, u] > zero else zero
+            for u in range(n1):
+                axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
+            axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)
+            axpy_row(GS, c, B1_AT - W1_AT, one, Z, b, 0)
+        if grads and b_hi == nb:  # the last chunk: the block's missing samples
+            for b in range(nb, (nb + 3) // 4 * 4):
+                for u in range(WIDTH):
+                    D0[b, u] = zero
+        restore_fp_state(fp)
+
+
 @_jit()
 def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay,
-               scale, ws, n1, n_threads):
+               scale, ws, n1):
     """Train every mini-batch of ``order`` by SGD; return ``(loss_sum, correct)``.
 
     ``P`` and ``V`` are the parameters and velocities in the flat layout of
     :func:`layout`, ``(1, N_PARAMS)``, zero in every padding lane; ``n1`` is
     the hidden width. The other arguments are as for
-    :func:`._numba_kernels.run_batches`; the scratch ``ws`` comes from
-    ``numba_backend._buffers_narrow`` (its ``GC`` must be zero).
+    :func:`._numba_kernels.run_batches` (no thread count: the phases run
+    ``N_PARTS`` and ``N_CHUNKS`` ways); the scratch ``ws`` comes from
+    ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
     """
-    W1T, H, Z, D0, GC, ACC, acc, ulist, xv, loss, hit = ws
+    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc, loss, hit = ws
     dt = P.dtype.type
     probs = np.empty((1, N_OUT), P.dtype)  # never written: probabilities are not kept
     use_momentum = momentum != 0
     loss_sum = 0.0
     correct = 0
     n_total = order.shape[0]
+    n_steps = (n_total + batch_size - 1) // batch_size
     _transpose_output(P, W1T)
-    for step in range((n_total + batch_size - 1) // batch_size):
+    nb = min(batch_size, n_total)
+    _first_layer(images, order, 0, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts, ACC,
+                 acc, 0, dt(0), momentum, nesterov, weight_decay, use_momentum)
+    for step in range(n_steps):
         first = step * batch_size
         nb = min(batch_size, n_total - first)
-        _narrow_forward(images, order, first, nb, scale, P, n1, W1T, H, Z, D0, labels, probs,
-                        loss, hit, ulist, xv, GC, ACC, N_CHUNKS, True)
+        _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs,
+                      loss, hit, N_CHUNKS, True)
         for q in range(nb):
             loss_sum += loss[q]
             correct += hit[q]
-        _narrow_update(GC, P, V, acc, dt(lrs[step]), momentum, nesterov, weight_decay,
-                       use_momentum, n_threads)
-        _transpose_output(P, W1T)
+        following = first + batch_size
+        next_nb = min(batch_size, max(n_total - following, 0))
+        _first_layer(images, order, following, next_nb, scale, P, V, HP, D0, GP, GS, W1T, ulist,
+                     xv, counts, ACC, acc, nb, dt(lrs[step]), momentum, nesterov, weight_decay,
+                     use_momentum)
     return loss_sum, correct
 
 
@@ -297,11 +330,15 @@ def predict_narrow(P, images, scale, probs, ws, first, nb, n1, n_threads):
 
     Leaves the hidden layer (after ReLU, padded) in ``H[:nb]`` of the scratch
     ``ws`` (from ``numba_backend._buffers_narrow``, sized for at least ``nb``
-    samples). Samples are split among ``n_threads`` chunks: without gradients,
-    the split changes no result.
+    samples). Phase Y runs ``n_threads`` chunks: without gradients, the split
+    changes no result.
     """
-    W1T, H, Z, D0, GC, ACC, acc, ulist, xv, loss, hit = ws
+    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc, loss, hit = ws
+    dt = P.dtype.type
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
-    _narrow_forward(images, order, first, nb, scale, P, n1, W1T, H, Z, D0, no_labels, probs,
-                    loss, hit, ulist, xv, GC, ACC, n_threads, False)
+    _transpose_output(P, W1T)
+    _first_layer(images, order, first, nb, scale, P, P, HP, D0, GP, GS, W1T, ulist, xv, counts,
+                 ACC, acc, 0, dt(0), dt(0), False, dt(0), False)
+    _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, no_labels, order, first, nb, probs,
+                  loss, hit, n_threads, False)

@@ -85,7 +85,7 @@ def _predict_buffers(model: Model, batch: int, n_threads: int) -> tuple:
         _predict_scratch.key = None  # free the old scratch before allocating the new
         _predict_scratch.buffers = None
         if _is_narrow(model):
-            buffers = _buffers_narrow(model.dtype, batch, n_threads)
+            buffers = _buffers_narrow(model.dtype, batch, training=False)
         else:
             buffers = _buffers(model, batch, n_threads, training=False)
         _predict_scratch.buffers = buffers
@@ -195,45 +195,49 @@ def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.n
         nb = min(_PREDICT_CHUNK, len(x) - first)
         _PREDICT_NARROW(flat, x, scale, probs, ws, first, nb, width, n_threads)
         if hidden is not None:
-            hidden[0][first : first + nb] = ws[1][:nb, :width]
+            hidden[0][first : first + nb] = ws[2][:nb, :width]
     return probs
 
 
 def _train_narrow(
     w: list[np.ndarray], b: list[np.ndarray], vw: list[np.ndarray], vb: list[np.ndarray],
     x: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, lrs: np.ndarray,
-    optimizer: SGD, scale: np.floating, n_threads: int,
+    optimizer: SGD, scale: np.floating,
 ) -> tuple[float, int]:
     """An SGD epoch of a one-hidden-layer network of at most ``narrow.MAX_WIDTH``
-    units, in place on ``w, b, vw, vb``."""
+    units, in place on ``w, b, vw, vb``. Its phases run two ways (pixel parts,
+    sample chunks) on up to two of Numba's threads."""
     dt = w[0].dtype
     params, velocities = _pack_narrow(*w, *b), _pack_narrow(*vw, *vb)
-    ws = _buffers_narrow(dt, min(batch_size, len(order)), n_threads)
+    ws = _buffers_narrow(dt, min(batch_size, len(order)))
     loss_sum, correct = _RUN_NARROW(
         params, velocities, x, labels, order, batch_size, lrs, dt.type(optimizer.momentum),
         bool(optimizer.nesterov), dt.type(optimizer.weight_decay), scale, ws, w[0].shape[1],
-        n_threads,
     )
     _unpack_narrow(params, *w, *b)
     _unpack_narrow(velocities, *vw, *vb)
     return loss_sum, correct
 
 
-def _buffers_narrow(dt: np.dtype, rows: int, n_threads: int) -> tuple:
-    """Scratch of :func:`narrow.run_narrow` for batches of up to ``rows`` samples."""
+def _buffers_narrow(dt: np.dtype, rows: int, training: bool = True) -> tuple:
+    """Scratch of :func:`narrow.run_narrow` (or, without ``training``, of
+    :func:`narrow.predict_narrow`) for batches of up to ``rows`` samples."""
     width = narrow.WIDTH
-    chunks = max(narrow.N_CHUNKS, n_threads)  # inference runs a chunk per thread
-    blocks = -(-rows // 4) * 4  # the first layer works on blocks of four samples
+    blocks = -(-rows // 4)  # the first layer works on blocks of four samples
+    lists = narrow.N_PARTS * (blocks if training else 1)  # kept for the gradient
     return (
         np.zeros((width, width), dtype=dt),  # W1T: the output layer by class
-        np.zeros((blocks, width), dtype=dt),  # H: hidden layer
-        np.zeros((blocks, width), dtype=dt),  # Z: logits, then their gradient
-        np.zeros((blocks, width), dtype=dt),  # D0: the hidden layer's gradient
-        np.zeros((narrow.N_CHUNKS, narrow.N_PARAMS), dtype=dt),  # GC: per chunk, zero
-        np.empty((chunks, 8 * width), dtype=dt),  # ACC: running sums of the hidden layer
-        np.empty((n_threads, narrow.UPDATE_BLOCK), dtype=dt),  # acc: summed gradients
-        np.empty((chunks, N_PIXELS), dtype=np.uint32),  # ulist: a block's union pixels
-        np.empty((chunks, 4, N_PIXELS), dtype=dt),  # xv: their values, image by image
+        np.zeros((narrow.N_PARTS * 4 * blocks, width), dtype=dt),  # HP: partial sums
+        np.zeros((4 * blocks, width), dtype=dt),  # H: hidden layer
+        np.zeros((4 * blocks, width), dtype=dt),  # Z: logits, then their gradient
+        np.zeros((4 * blocks, width), dtype=dt),  # D0: the hidden layer's gradient
+        np.zeros((narrow.N_PARTS, narrow.PART_PIXELS * width), dtype=dt),  # GP: per part
+        np.zeros((narrow.N_CHUNKS, narrow.N_SMALL), dtype=dt),  # GS: per chunk
+        np.empty((lists, narrow.PART_PIXELS), dtype=np.uint32),  # ulist: union pixels
+        np.empty((lists, 4, narrow.PART_PIXELS), dtype=dt),  # xv: their values
+        np.empty(lists, dtype=np.int64),  # counts: union sizes
+        np.empty((narrow.N_PARTS, 8 * width), dtype=dt),  # ACC: running sums
+        np.empty((2, narrow.N_SMALL), dtype=dt),  # acc: the small layers' gradient
         np.empty(rows, dtype=np.float64),  # loss per sample
         np.empty(rows, dtype=np.int64),  # hit per sample
     )
@@ -328,7 +332,7 @@ class NumbaBackend(BackendBase):
         w, b, vw, vb = (work[i * n_layers : (i + 1) * n_layers] for i in range(4))
         if _is_narrow(model):
             loss_sum, correct = _train_narrow(w, b, vw, vb, x, labels, order, batch_size, lrs,
-                                              optimizer, scale, n_threads)
+                                              optimizer, scale)
         else:
             wt, acts, dels, ws = _buffers(model, min(batch_size, len(order)), n_threads)
             # Training never writes gradients out: placeholders of the right type.
