@@ -20,7 +20,7 @@ step is two parallel phases:
 X. ``_first_layer``, per part: the first layer's gradient of the previous
    batch over the part's rows, block by block over the union lists kept from
    its forward pass (four deltas per loaded row), then SGD on those rows; the
-   last part also sums the chunks' gradients of the small layers and updates
+   top part also sums the chunks' gradients of the small layers and updates
    them. Then the part's share of the next batch's hidden layer: per block of
    four, the union list of the part's pixels and the partial sums (each loaded
    weight row serves the four samples; eight chains in registers).
@@ -52,7 +52,7 @@ from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 from ._numba_kernels import N_OUT, _apply, _softmax_xent
 from ._prefetch import prefetch
-from ._rows16 import LANES, axpy_row
+from ._rows16 import LANES, add_rows, axpy_row, copy_row, divide_row, mask_row, relu_row
 
 #: Hidden units the narrow path takes, and the padded width of its rows: sixteen
 #: float32 fill one AVX-512 register (float64 rows take two). Wider layers go to
@@ -194,7 +194,7 @@ def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, uli
                    use_momentum, True)
             for i in range(hi - lo):
                 GP[q, i] = zero
-            if q == N_PARTS - 1:  # the bottom part has fewer pixels to spare
+            if q == 0:  # the top part: fewer pixels, and less ink in MNIST's digits
                 for i in range(N_SMALL):
                     acc[0, i] = GS[0, i]
                     GS[0, i] = zero
@@ -247,11 +247,10 @@ def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb
                 for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
                     prefetch(images, ahead, p)
                 prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
-            for u in range(WIDTH):
-                h = (HP[b, u] + HP[m + b, u]) + P[0, B0_AT + u]
-                H[b, u] = zero if h <= zero else h  # NaN passes ReLU
-            for j in range(WIDTH):
-                Z[b, j] = P[0, B1_AT + j]
+            add_rows(H, b, HP, b, 0, HP, m + b, 0)
+            add_rows(H, b, H, b, 0, P, 0, B0_AT)
+            relu_row(H, b)
+            copy_row(Z, b, P, 0, B1_AT)
             for u in range(n1):
                 axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
             y = labels[order[first + b]] if grads else 0
@@ -264,16 +263,14 @@ def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb
             loss[b] = lse - zy
             hit[b] = best == y
             Z[b, y] -= one
-            for j in range(N_OUT):
-                Z[b, j] = Z[b, j] / nbf
+            divide_row(Z, b, nbf)
             for j in range(N_OUT, WIDTH):
                 Z[b, j] = zero
             for u in range(WIDTH):
                 D0[b, u] = zero
             for j in range(N_OUT):
                 axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
-            for u in range(WIDTH):
-                D0[b, u] = D0[b, u] if H[b, u] > zero else zero
+            mask_row(D0, b, H, b)
             for u in range(n1):
                 axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
             axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)

@@ -166,23 +166,29 @@ def _is_narrow(model: Model) -> bool:
     return len(model.sizes) == 3 and model.sizes[1] <= narrow.MAX_WIDTH
 
 
+def _narrow_blocks(flat: np.ndarray, w0: np.ndarray, w1: np.ndarray, b0: np.ndarray,
+                   b1: np.ndarray):
+    """Pairs (a parameter's place in the narrow kernels' flat row, the parameter as a
+    matrix): see ``narrow.layout``; the rest of each place is zero padding."""
+    for name, a in zip(("W0", "W1", "b0", "b1"), (w0, w1, b0.reshape(1, -1), b1.reshape(1, -1))):
+        offset, rows = narrow.layout()[name]
+        place = flat[0, offset : offset + rows * narrow.WIDTH].reshape(rows, narrow.WIDTH)
+        yield place[: a.shape[0], : a.shape[1]], a
+
+
 def _pack_narrow(w0: np.ndarray, w1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
     """The parameters in the narrow kernels' flat row, ``(1, narrow.N_PARAMS)``, zero padded."""
     flat = np.zeros((1, narrow.N_PARAMS), dtype=w0.dtype)
-    for name, a in zip(("W0", "W1", "b0", "b1"), (w0, w1, b0.reshape(1, -1), b1.reshape(1, -1))):
-        offset, rows = narrow.layout()[name]
-        block = flat[0, offset : offset + rows * narrow.WIDTH].reshape(rows, narrow.WIDTH)
-        block[: a.shape[0], : a.shape[1]] = a
+    for place, a in _narrow_blocks(flat, w0, w1, b0, b1):
+        place[...] = a
     return flat
 
 
 def _unpack_narrow(flat: np.ndarray, w0: np.ndarray, w1: np.ndarray, b0: np.ndarray,
                    b1: np.ndarray) -> None:
     """Copy the flat row back into the parameters (the inverse of :func:`_pack_narrow`)."""
-    for name, a in zip(("W0", "W1", "b0", "b1"), (w0, w1, b0.reshape(1, -1), b1.reshape(1, -1))):
-        offset, rows = narrow.layout()[name]
-        block = flat[0, offset : offset + rows * narrow.WIDTH].reshape(rows, narrow.WIDTH)
-        a[...] = block[: a.shape[0], : a.shape[1]]
+    for place, a in _narrow_blocks(flat, w0, w1, b0, b1):
+        a[...] = place
 
 
 def _predict_narrow(model: Model, x: np.ndarray, scale: np.floating, probs: np.ndarray,
