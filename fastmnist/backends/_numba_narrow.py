@@ -144,8 +144,7 @@ def _partial_block(HP, hr, P, ulist, xv, r, n, ACC, a):
         for s in range(4):
             axpy_row(ACC, a, 2 * s * WIDTH, xv[r, s, k], P, 0, r0)
     for s in range(4):
-        for u in range(WIDTH):
-            HP[hr + s, u] = ACC[a, 2 * s * WIDTH + u] + ACC[a, (2 * s + 1) * WIDTH + u]
+        add_rows(HP, hr + s, ACC, a, 2 * s * WIDTH, ACC, a, (2 * s + 1) * WIDTH)
 
 
 @_jit(inline=True)
