@@ -73,7 +73,7 @@ N_SMALL = N_PARAMS - W1_AT  # the output layer and both biases
 #: chunks of sixteen pixels (the compress stores' width), near the middle row.
 N_PARTS = 2
 PART_START = (0, 384, N_PIXELS)
-PART_PIXELS = 400  # the larger part
+PART_PIXELS = max(PART_START[q + 1] - PART_START[q] for q in range(N_PARTS))  # list room
 
 #: Chunks of samples in phase Y, whose small-layer gradients are summed apart
 #: (whole blocks of four). Fixed, not the thread count, so that results do not
