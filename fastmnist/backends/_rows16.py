@@ -7,6 +7,9 @@ first and then leaves the sixteen multiply-adds scalar (seen in the assembly
 of ``y[u] += v * x[u]``, u < 16). :func:`axpy_row` emits the vector operation
 directly: one load of each row, one ``llvm.fma`` on ``<16 x float>`` (two zmm
 for float64), one store. Each lane is rounded as the scalar ``fma`` rounds it.
+The elementwise row operations below (add, copy, divide, ReLU, a ReLU mask)
+replace the output phase's other 16-long loops the same way, each lane rounded
+as the scalar operation rounds it.
 """
 
 from __future__ import annotations
