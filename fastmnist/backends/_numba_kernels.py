@@ -330,6 +330,24 @@ def _output_column(A, D, WT, VWT, GWT, j, nb, acc, c, lr, momentum, nesterov, we
 
 
 @_jit(inline=True)
+def _block_images(order, first, b, nb, scale, zero):
+    """The images of samples ``b .. b + 3`` and the scales of the last three.
+
+    A block short of four samples repeats its first image at scale ``zero``: a
+    union over it is unchanged and the missing samples' values are zero.
+    """
+    present = min(4, nb - b)
+    g0 = order[first + b]
+    g1 = order[first + b + 1] if present > 1 else g0
+    g2 = order[first + b + 2] if present > 2 else g0
+    g3 = order[first + b + 3] if present > 3 else g0
+    s1 = scale if present > 1 else zero
+    s2 = scale if present > 2 else zero
+    s3 = scale if present > 3 else zero
+    return g0, g1, g2, g3, s1, s2, s3
+
+
+@_jit(inline=True)
 def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, part, q, row):
     """Block ``q`` (samples ``4q .. 4q + 3``): the pixels of part ``part``'s bands
     that are nonzero in any of its images, into list row ``row``.
@@ -339,17 +357,7 @@ def _gather_block(images, order, first, nb, scale, ulist, uband, ucount, xv, par
     ``xv[row, s, k]`` is sample ``s``'s scaled value of pixel ``ulist[row, k]``,
     zero for the missing samples of a last, partial block.
     """
-    zero = xv.dtype.type(0)
-    b = 4 * q
-    present = min(4, nb - b)
-    # A partial block repeats its first image, with its values scaled to zero.
-    g0 = order[first + b]
-    g1 = order[first + b + 1] if present > 1 else g0
-    g2 = order[first + b + 2] if present > 2 else g0
-    g3 = order[first + b + 3] if present > 3 else g0
-    s1 = scale if present > 1 else zero
-    s2 = scale if present > 2 else zero
-    s3 = scale if present > 3 else zero
+    g0, g1, g2, g3, s1, s2, s3 = _block_images(order, first, 4 * q, nb, scale, xv.dtype.type(0))
     n = np.uint64(0)
     for r in range(BANDS_PER_PART):
         uband[row, r] = n

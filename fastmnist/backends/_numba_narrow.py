@@ -50,7 +50,7 @@ from ..numerics import N_PIXELS
 from ._compress import gather_union16
 from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
-from ._numba_kernels import N_OUT, _apply, _softmax_xent
+from ._numba_kernels import N_OUT, _apply, _block_images, _softmax_xent
 from ._prefetch import prefetch
 from ._rows16 import LANES, add_rows, axpy_row, copy_row, divide_row, mask_row, relu_row
 
@@ -100,20 +100,9 @@ def _chunk_bounds(c, nb, n_chunks):
 @_jit(inline=True)
 def _union(images, order, first, b, nb, scale, q, ulist, xv, r):
     """List block ``b``'s union of nonzero pixels in part ``q`` into row ``r`` of
-    ``ulist, xv``; return how many.
-
-    A block short of four samples repeats its first image at scale 0: the union
-    is unchanged and the missing samples' values are zero.
+    ``ulist, xv``; return how many (a partial block: see ``_block_images``).
     """
-    zero = xv.dtype.type(0)
-    n_real = min(4, nb - b)
-    g0 = order[first + b]
-    g1 = order[first + b + 1] if n_real > 1 else g0
-    g2 = order[first + b + 2] if n_real > 2 else g0
-    g3 = order[first + b + 3] if n_real > 3 else g0
-    s1 = scale if n_real > 1 else zero
-    s2 = scale if n_real > 2 else zero
-    s3 = scale if n_real > 3 else zero
+    g0, g1, g2, g3, s1, s2, s3 = _block_images(order, first, b, nb, scale, xv.dtype.type(0))
     n = np.uint64(0)
     for col in range(PART_START[q], PART_START[q + 1], LANES):
         n += gather_union16(images, g0, g1, g2, g3, col, 0, scale, s1, s2, s3, ulist, xv, r, n)
