@@ -1,5 +1,5 @@
-"""The sixteen-wide row intrinsics: each lane rounded as the scalar operation rounds it, and
-no lane outside the row written."""
+"""The sixteen-wide row intrinsics: each lane rounded as the scalar operation rounds it (the
+softmax within a few ulp of the exact one), and no lane outside the row written."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fastmnist.backends._rows16 import (  # noqa: E402
     divide_row,
     mask_row,
     relu_row,
+    softmax_row,
 )
 
 
@@ -114,3 +115,67 @@ def test_elementwise_row_intrinsics_round_as_numpy(seed, dtype):
     changed = np.zeros(y.shape, bool)
     changed[1, :LANES] = True
     np.testing.assert_array_equal(y[~changed], before[~changed])
+
+
+@njit(cache=False)
+def _softmax(z, zr, n):
+    return softmax_row(z, zr, n)
+
+
+def _exact_exp(logits: np.ndarray) -> np.ndarray:
+    """``exp(z - max(z))`` in x87 extended precision (64-bit mantissa), from the
+    differences rounded to the logits' dtype, as every implementation (the
+    reference's included) first computes them: that rounding, amplified by exp
+    for large differences, is not the intrinsic's error."""
+    return np.exp((logits - logits.max()).astype(np.longdouble))
+
+
+def _exact_softmax(logits: np.ndarray) -> np.ndarray:
+    e = _exact_exp(logits)
+    return e / e.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       n=st.integers(1, LANES), spread=st.sampled_from([0.1, 3.0, 30.0, 300.0]))
+def test_softmax_row_is_within_a_few_ulp(seed, dtype, n, spread):
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((3, LANES + 3)) * spread).astype(dtype)
+    before = z.copy()
+    m, s, best = _softmax(z, 1, n)
+
+    logits = before[1, :n]
+    want = _exact_softmax(logits)
+    eps = np.finfo(dtype).eps
+    # exp within ~2 ulp, the sum and one division add a few more; the smallest
+    # normal covers lanes whose exp falls below the normal range (flushed to 0).
+    err = np.abs(z[1, :n].astype(np.longdouble) - want)
+    assert (err <= 8 * eps * want + np.finfo(dtype).tiny).all(), (err / want).max() / eps
+    assert m == logits.max()
+    exact_s = _exact_exp(logits).sum()
+    assert abs(s - exact_s) <= 8 * eps * exact_s
+    assert best == int(np.argmax(z[1, :n]))  # the first largest, as np.argmax
+    np.testing.assert_array_equal(z[1, n:LANES], 0)  # padding lanes zeroed
+    np.testing.assert_array_equal(z[1, LANES:], before[1, LANES:])  # nothing past the row
+    np.testing.assert_array_equal(z[[0, 2]], before[[0, 2]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_row_edge_cases(dtype):
+    z = np.zeros((4, LANES), dtype)
+    z[0, :10] = 1.5  # ties: every probability 1/10, the first index wins
+    z[1, :10] = [-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3]
+    z[2, :10] = np.nan
+    z[3, :10] = np.arange(10)
+    z[3, 4] = np.inf
+    results = [_softmax(z, r, 10) for r in range(4)]
+
+    np.testing.assert_allclose(z[0, :10], 0.1, rtol=2 * np.finfo(dtype).eps)
+    assert results[0][2] == 0
+    want = _exact_softmax(np.array([-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3], dtype))
+    normal = want >= np.finfo(dtype).tiny  # far below the normal range: exactly zero
+    np.testing.assert_allclose(z[1, :10][normal], want[normal].astype(dtype),
+                               rtol=8 * np.finfo(dtype).eps)
+    assert (z[1, :10][~normal] == 0).all() and results[1][2] == 8
+    assert np.isnan(z[2, :10]).all() and results[2][2] == 0  # NaN logits: NaN probabilities
+    assert np.isnan(z[3, :10]).all()  # inf - inf, as the reference gets

@@ -50,9 +50,10 @@ from ..numerics import N_PIXELS
 from ._compress import gather_union16
 from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
-from ._numba_kernels import N_OUT, _apply, _block_images, _softmax_xent
+from ._numba_kernels import N_OUT, _apply, _block_images
 from ._prefetch import prefetch
-from ._rows16 import LANES, add_rows, axpy_row, copy_row, divide_row, mask_row, relu_row
+from ._rows16 import (LANES, add_rows, axpy_row, copy_row, divide_row, mask_row, relu_row,
+                      softmax_row)
 
 #: Hidden units the narrow path takes, and the padded width of its rows: sixteen
 #: float32 fill one AVX-512 register (float64 rows take two). Wider layers go to
@@ -243,7 +244,10 @@ def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb
                 axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
             y = labels[order[first + b]] if grads else 0
             zy = Z[b, y]
-            lse, best = _softmax_xent(Z, b)
+            # one vector pass: ten scalar exp calls and divisions were the
+            # largest part of this phase
+            top, total, best = softmax_row(Z, b, N_OUT)
+            lse = top + np.log(total)
             if not grads:
                 for j in range(N_OUT):
                     probs[first + b, j] = Z[b, j]
@@ -251,9 +255,7 @@ def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb
             loss[b] = lse - zy
             hit[b] = best == y
             Z[b, y] -= one
-            divide_row(Z, b, nbf)
-            for j in range(N_OUT, WIDTH):
-                Z[b, j] = zero
+            divide_row(Z, b, nbf)  # the padding lanes stay 0 (softmax_row zeroed them)
             for u in range(WIDTH):
                 D0[b, u] = zero
             for j in range(N_OUT):
