@@ -15,23 +15,28 @@ All parameters live in one flat row ``P`` (:func:`layout`): the first layer
 have the same layout. The first layer's rows are split into :data:`N_PARTS`
 pixel parts (the top and bottom of the image), each computed, read and
 updated by one thread only, so that they never leave its core. A training
-step is two parallel phases:
+step is two phases:
 
-X. ``_first_layer``, per part: the first layer's gradient of the previous
+X. ``_first_layer_part``, per part: the first layer's gradient of the previous
    batch over the part's rows, block by block over the union lists kept from
    its forward pass (four deltas per loaded row), then SGD on those rows; the
    top part also sums the chunks' gradients of the small layers and updates
    them. Then the part's share of the next batch's hidden layer: per block of
    four, the union list of the part's pixels and the partial sums (each loaded
    weight row serves the four samples; eight chains in registers).
-Y. ``_output_layer``, over :data:`N_CHUNKS` chunks of samples: the parts'
+Y. ``_output_chunk``, over :data:`N_CHUNKS` chunks of samples: the parts'
    partial sums plus the bias, ReLU, the logits, softmax and cross-entropy,
    and the gradient back to the hidden layer; the output layer's and the
    biases' gradients go to the chunk's own row of ``GS``. It also asks for
    the next batch's images, so that phase X finds them in cache.
 
-Between the phases only the partial sums and the hidden layer's gradient
-(``WIDTH`` values per sample) cross cores. (Split by samples instead, each
+Training runs the whole epoch in one parallel region (``_epoch``); the
+threads hand over between phases through atomic counters (``_sync``), which
+costs a fraction of a microsecond where starting and joining a region for
+each phase cost 2.5-3 µs. Inference runs the phases as regions of their own
+(``_first_layer``, ``_output_layer``). Between the phases only the partial
+sums and the hidden layer's gradient (``WIDTH`` values per sample) cross
+cores. (Split by samples instead, each
 step moved half of ``W0`` and of its gradient across cores; side by side, the
 split by parts ran 784-10-10 b32 about 1.4x faster, b128 about 1.05x.)
 
@@ -52,8 +57,17 @@ from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
 from ._numba_kernels import N_OUT, _apply, _block_images
 from ._prefetch import prefetch
-from ._rows16 import (LANES, add_rows, axpy_row, copy_row, divide_row, mask_row, relu_row,
-                      softmax_row)
+from ._rows16 import (
+    LANES,
+    add_rows,
+    axpy_row,
+    copy_row,
+    divide_row,
+    mask_row,
+    relu_row,
+    softmax_row,
+)
+from ._sync import arrive, claim, wait_until
 
 #: Hidden units the narrow path takes, and the padded width of its rows: sixteen
 #: float32 fill one AVX-512 register (float64 rows take two). Wider layers go to
@@ -80,6 +94,10 @@ PART_PIXELS = max(PART_START[q + 1] - PART_START[q] for q in range(N_PARTS))  # 
 #: (whole blocks of four). Fixed, not the thread count, so that results do not
 #: depend on it.
 N_CHUNKS = 2
+
+#: Tasks per phase in training: the parts of phase X, the chunks of phase Y.
+N_TASKS = N_PARTS
+assert N_CHUNKS == N_TASKS
 
 #: Images requested this many blocks of four before they are listed (see _prefetch).
 PREFETCH_AHEAD = 4
@@ -156,12 +174,13 @@ def _transpose_output(P, W1T):
             W1T[j, u] = P[0, W1_AT + u * WIDTH + j]
 
 
-@_jit(parallel=True)
-def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts,
-                 ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay, use_momentum):
-    """Phase X (see the module doc): the previous batch's first-layer gradient and
-    update (if ``prev_nb``), then the part's partial sums of samples
-    ``order[first:first + nb]`` (if ``nb``).
+@_jit(inline=True)
+def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv,
+                      counts, ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay,
+                      use_momentum):
+    """Phase X (see the module doc) for part ``q``: the previous batch's
+    first-layer gradient and update (if ``prev_nb``), then the part's partial
+    sums of samples ``order[first:first + nb]`` (if ``nb``).
 
     The union lists of block ``k`` of part ``q`` are row ``q * n_rows + k`` of
     ``ulist, xv`` and ``counts``, where ``n_rows = counts.shape[0] // N_PARTS``
@@ -172,103 +191,169 @@ def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, uli
     zero = P.dtype.type(0)
     n_rows = counts.shape[0] // N_PARTS
     m = HP.shape[0] // N_PARTS
-    for q in prange(N_PARTS):
-        fp = flush_denormals()
-        if prev_nb > 0:
-            for k in range((prev_nb + 3) // 4):
-                r = q * n_rows + k
-                _block_gradient(GP, q, D0, 4 * k, ulist, xv, r, counts[r])
-            lo, hi = PART_START[q] * WIDTH, PART_START[q + 1] * WIDTH
-            _apply(P, V, P, 0, lo, hi, GP, q, lr, momentum, nesterov, weight_decay,
-                   use_momentum, True)
-            for i in range(hi - lo):
-                GP[q, i] = zero
-            if q == 0:  # the top part: fewer pixels, and less ink in MNIST's digits
+    if prev_nb > 0:
+        for k in range((prev_nb + 3) // 4):
+            r = q * n_rows + k
+            _block_gradient(GP, q, D0, 4 * k, ulist, xv, r, counts[r])
+        lo, hi = PART_START[q] * WIDTH, PART_START[q + 1] * WIDTH
+        _apply(P, V, P, 0, lo, hi, GP, q, lr, momentum, nesterov, weight_decay,
+               use_momentum, True)
+        for i in range(hi - lo):
+            GP[q, i] = zero
+        if q == 0:  # the top part: fewer pixels, and less ink in MNIST's digits
+            for i in range(N_SMALL):
+                acc[0, i] = GS[0, i]
+                GS[0, i] = zero
+            for c in range(1, N_CHUNKS):
                 for i in range(N_SMALL):
-                    acc[0, i] = GS[0, i]
-                    GS[0, i] = zero
-                for c in range(1, N_CHUNKS):
-                    for i in range(N_SMALL):
-                        acc[0, i] += GS[c, i]
-                        GS[c, i] = zero
-                _apply(P, V, P, 0, W1_AT, B0_AT, acc, 0, lr, momentum, nesterov, weight_decay,
-                       use_momentum, True)
-                for i in range(N_PARAMS - B0_AT):
-                    acc[1, i] = acc[0, B0_AT - W1_AT + i]
-                _apply(P, V, P, 0, B0_AT, N_PARAMS, acc, 1, lr, momentum, nesterov, zero,
-                       use_momentum, True)
-                _transpose_output(P, W1T)
-        for b in range(0, nb, 4):
-            if b + 4 * PREFETCH_AHEAD < nb:
-                for i in range(4):
-                    ahead = order[first + b + 4 * PREFETCH_AHEAD + i]
-                    for p in range(PART_START[q], PART_START[q + 1], 64 // images.itemsize):
-                        prefetch(images, ahead, p)
-                    prefetch(images, ahead, PART_START[q + 1] - 1)
-            r = q * n_rows + (b // 4) % n_rows
-            n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
-            counts[r] = n
-            _partial_block(HP, q * m + b, P, ulist, xv, r, n, ACC, q)
-        restore_fp_state(fp)
+                    acc[0, i] += GS[c, i]
+                    GS[c, i] = zero
+            _apply(P, V, P, 0, W1_AT, B0_AT, acc, 0, lr, momentum, nesterov, weight_decay,
+                   use_momentum, True)
+            for i in range(N_PARAMS - B0_AT):
+                acc[1, i] = acc[0, B0_AT - W1_AT + i]
+            _apply(P, V, P, 0, B0_AT, N_PARAMS, acc, 1, lr, momentum, nesterov, zero,
+                   use_momentum, True)
+            _transpose_output(P, W1T)
+    for b in range(0, nb, 4):
+        if b + 4 * PREFETCH_AHEAD < nb:
+            for i in range(4):
+                ahead = order[first + b + 4 * PREFETCH_AHEAD + i]
+                for p in range(PART_START[q], PART_START[q + 1], 64 // images.itemsize):
+                    prefetch(images, ahead, p)
+                prefetch(images, ahead, PART_START[q + 1] - 1)
+        r = q * n_rows + (b // 4) % n_rows
+        n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
+        counts[r] = n
+        _partial_block(HP, q * m + b, P, ulist, xv, r, n, ACC, q)
 
 
 @_jit(parallel=True)
-def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
+def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts,
+                 ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay, use_momentum):
+    """Phase X as a parallel region of its own (inference): :func:`_first_layer_part`
+    for every part."""
+    for q in prange(N_PARTS):
+        fp = flush_denormals()
+        _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist,
+                          xv, counts, ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay,
+                          use_momentum)
+        restore_fp_state(fp)
+
+
+@_jit(inline=True)
+def _output_chunk(c, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
                   hit, n_chunks, grads):
-    """Phase Y for samples ``order[first:first + nb]`` (see the module doc).
+    """Phase Y (see the module doc) for chunk ``c`` of ``n_chunks`` of samples
+    ``order[first:first + nb]``.
 
     Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
-    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GS`` are not used.
-    ``D0``'s rows from ``nb`` to the next multiple of four are zeroed.
+    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GS`` are not used;
+    with them, sample ``b``'s loss and hit go to ``loss[first + b]`` and
+    ``hit[first + b]``. ``D0``'s rows from ``nb`` to the next multiple of four
+    are zeroed.
     """
     one = Z.dtype.type(1)
     zero = Z.dtype.type(0)
     nbf = Z.dtype.type(nb)
     m = HP.shape[0] // N_PARTS
-    for c in prange(n_chunks):
-        fp = flush_denormals()
-        b_lo, b_hi = _chunk_bounds(c, nb, n_chunks)
-        for b in range(b_lo, b_hi):
-            if grads and first + nb + b < order.shape[0]:
-                # The next batch's images, so that phase X finds them in cache
-                # (fetched in phase X itself, they made it about 1.6x slower).
-                ahead = order[first + nb + b]
-                for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
-                    prefetch(images, ahead, p)
-                prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
-            add_rows(H, b, HP, b, 0, HP, m + b, 0)
-            add_rows(H, b, H, b, 0, P, 0, B0_AT)
-            relu_row(H, b)
-            copy_row(Z, b, P, 0, B1_AT)
-            for u in range(n1):
-                axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
-            y = labels[order[first + b]] if grads else 0
-            zy = Z[b, y]
-            # one vector pass: ten scalar exp calls and divisions were the
-            # largest part of this phase
-            top, total, best = softmax_row(Z, b, N_OUT)
-            lse = top + np.log(total)
-            if not grads:
-                for j in range(N_OUT):
-                    probs[first + b, j] = Z[b, j]
-                continue
-            loss[b] = lse - zy
-            hit[b] = best == y
-            Z[b, y] -= one
-            divide_row(Z, b, nbf)  # the padding lanes stay 0 (softmax_row zeroed them)
+    b_lo, b_hi = _chunk_bounds(c, nb, n_chunks)
+    for b in range(b_lo, b_hi):
+        if grads and first + nb + b < order.shape[0]:
+            # The next batch's images, so that phase X finds them in cache
+            # (fetched in phase X itself, they made it about 1.6x slower).
+            ahead = order[first + nb + b]
+            for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
+                prefetch(images, ahead, p)
+            prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
+        add_rows(H, b, HP, b, 0, HP, m + b, 0)
+        add_rows(H, b, H, b, 0, P, 0, B0_AT)
+        relu_row(H, b)
+        copy_row(Z, b, P, 0, B1_AT)
+        for u in range(n1):
+            axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
+        y = labels[order[first + b]] if grads else 0
+        zy = Z[b, y]
+        # one vector pass: ten scalar exp calls and divisions were the
+        # largest part of this phase
+        top, total, best = softmax_row(Z, b, N_OUT)
+        lse = top + np.log(total)
+        if not grads:
+            for j in range(N_OUT):
+                probs[first + b, j] = Z[b, j]
+            continue
+        loss[first + b] = lse - zy
+        hit[first + b] = best == y
+        Z[b, y] -= one
+        divide_row(Z, b, nbf)  # the padding lanes stay 0 (softmax_row zeroed them)
+        for u in range(WIDTH):
+            D0[b, u] = zero
+        for j in range(N_OUT):
+            axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
+        mask_row(D0, b, H, b)
+        for u in range(n1):
+            axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
+        axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)
+        axpy_row(GS, c, B1_AT - W1_AT, one, Z, b, 0)
+    if grads and b_hi == nb:  # the last chunk: the block's missing samples
+        for b in range(nb, (nb + 3) // 4 * 4):
             for u in range(WIDTH):
                 D0[b, u] = zero
-            for j in range(N_OUT):
-                axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
-            mask_row(D0, b, H, b)
-            for u in range(n1):
-                axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
-            axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)
-            axpy_row(GS, c, B1_AT - W1_AT, one, Z, b, 0)
-        if grads and b_hi == nb:  # the last chunk: the block's missing samples
-            for b in range(nb, (nb + 3) // 4 * 4):
-                for u in range(WIDTH):
-                    D0[b, u] = zero
+
+
+@_jit(parallel=True)
+def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
+                  hit, n_chunks, grads):
+    """Phase Y as a parallel region of its own (inference): :func:`_output_chunk`
+    for every chunk."""
+    for c in prange(n_chunks):
+        fp = flush_denormals()
+        _output_chunk(c, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs,
+                      loss, hit, n_chunks, grads)
+        restore_fp_state(fp)
+
+
+@_jit(parallel=True)
+def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
+           n1, HP, H, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done):
+    """Every phase of an epoch in one parallel region (see ``_sync``).
+
+    Phase 0 is X for the first batch alone; then, for step ``s``, phase
+    ``2s + 1`` is Y of batch ``s`` and phase ``2s + 2`` is X with its gradient
+    and the next batch's sums. Each phase is :data:`N_TASKS` tasks (parts or
+    chunks, each with its own scratch whichever thread runs it, so the results
+    do not depend on that); thread ``t`` takes task ``t`` first, then any task
+    left. ``claims`` (zeros, ``N_TASKS`` per phase) and ``done`` (a zero) are
+    the hand-over's counters; ``loss`` and ``hit`` have a place per sample.
+    """
+    zero = P.dtype.type(0)
+    use_momentum = momentum != 0
+    n_total = order.shape[0]
+    n_steps = (n_total + batch_size - 1) // batch_size
+    probs = np.empty((1, N_OUT), P.dtype)  # never written: probabilities are not kept
+    for t in prange(N_TASKS):
+        fp = flush_denormals()
+        for phase in range(2 * n_steps + 1):
+            for k in range(N_TASKS):
+                task = (t + k) % N_TASKS
+                if not claim(claims, phase * N_TASKS + task):
+                    continue
+                if phase % 2 == 1:  # Y of step (phase - 1) / 2
+                    first = (phase - 1) // 2 * batch_size
+                    _output_chunk(task, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order,
+                                  first, min(batch_size, n_total - first), probs, loss, hit,
+                                  N_TASKS, True)
+                else:  # X: the gradient of step phase / 2 - 1 (if any), the next batch's sums
+                    done_first = (phase // 2 - 1) * batch_size
+                    prev_nb = min(batch_size, n_total - done_first) if phase > 0 else 0
+                    lr = P.dtype.type(lrs[phase // 2 - 1]) if phase > 0 else zero
+                    following = phase // 2 * batch_size
+                    _first_layer_part(task, images, order, following,
+                                      min(batch_size, max(n_total - following, 0)), scale, P, V,
+                                      HP, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, prev_nb,
+                                      lr, momentum, nesterov, weight_decay, use_momentum)
+                arrive(done, 0)
+            wait_until(done, 0, N_TASKS * (phase + 1))
         restore_fp_state(fp)
 
 
@@ -281,34 +366,24 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     :func:`layout`, ``(1, N_PARAMS)``, zero in every padding lane; ``n1`` is
     the hidden width. The other arguments are as for
     :func:`._numba_kernels.run_batches` (no thread count: the phases run
-    ``N_PARTS`` and ``N_CHUNKS`` ways); the scratch ``ws`` comes from
+    :data:`N_TASKS` ways); the scratch ``ws`` comes from
     ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
     """
-    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc, loss, hit = ws
-    dt = P.dtype.type
-    probs = np.empty((1, N_OUT), P.dtype)  # never written: probabilities are not kept
-    use_momentum = momentum != 0
-    loss_sum = 0.0
-    correct = 0
+    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
+    loss = np.empty(n_total, np.float64)
+    hit = np.empty(n_total, np.int64)
+    claims = np.zeros(N_TASKS * (2 * n_steps + 1), np.int64)
+    done = np.zeros(1, np.int64)
     _transpose_output(P, W1T)
-    nb = min(batch_size, n_total)
-    _first_layer(images, order, 0, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts, ACC,
-                 acc, 0, dt(0), momentum, nesterov, weight_decay, use_momentum)
-    for step in range(n_steps):
-        first = step * batch_size
-        nb = min(batch_size, n_total - first)
-        _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs,
-                      loss, hit, N_CHUNKS, True)
-        for q in range(nb):
-            loss_sum += loss[q]
-            correct += hit[q]
-        following = first + batch_size
-        next_nb = min(batch_size, max(n_total - following, 0))
-        _first_layer(images, order, following, next_nb, scale, P, V, HP, D0, GP, GS, W1T, ulist,
-                     xv, counts, ACC, acc, nb, dt(lrs[step]), momentum, nesterov, weight_decay,
-                     use_momentum)
+    _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
+           n1, HP, H, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done)
+    loss_sum = 0.0
+    correct = 0
+    for i in range(n_total):
+        loss_sum += loss[i]
+        correct += hit[i]
     return loss_sum, correct
 
 
@@ -321,10 +396,11 @@ def predict_narrow(P, images, scale, probs, ws, first, nb, n1, n_threads):
     samples). Phase Y runs ``n_threads`` chunks: without gradients, the split
     changes no result.
     """
-    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc, loss, hit = ws
+    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
     dt = P.dtype.type
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
+    loss, hit = np.empty(1, np.float64), np.empty(1, np.int64)  # not used without gradients
     _transpose_output(P, W1T)
     _first_layer(images, order, first, nb, scale, P, P, HP, D0, GP, GS, W1T, ulist, xv, counts,
                  ACC, acc, 0, dt(0), dt(0), False, dt(0), False)

@@ -311,7 +311,8 @@ def softmax_row(typingctx, z, zr, n):
         at_top = builder.and_(builder.fcmp_ordered("==", p, _splat(builder, top, vector_type)),
                               valid)
         mask = builder.zext(builder.bitcast(at_top, ir.IntType(LANES)), ir.IntType(64))
-        first = _call(builder, "llvm.cttz.i64", ir.IntType(64), [mask, ir.Constant(ir.IntType(1), 0)])
+        first = _call(builder, "llvm.cttz.i64", ir.IntType(64),
+                      [mask, ir.Constant(ir.IntType(1), 0)])
         best = builder.select(builder.icmp_unsigned("==", mask, zero), zero, first)
         return context.make_tuple(builder, signature.return_type, [m, s, best])
 

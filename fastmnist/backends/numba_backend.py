@@ -244,8 +244,6 @@ def _buffers_narrow(dt: np.dtype, rows: int, training: bool = True) -> tuple:
         np.empty(lists, dtype=np.int64),  # counts: union sizes
         np.empty((narrow.N_PARTS, 8 * width), dtype=dt),  # ACC: running sums
         np.empty((2, narrow.N_SMALL), dtype=dt),  # acc: the small layers' gradient
-        np.empty(rows, dtype=np.float64),  # loss per sample
-        np.empty(rows, dtype=np.int64),  # hit per sample
     )
 
 
