@@ -1,5 +1,5 @@
 """The hand-over intrinsics of ``_sync``: each task runs once, a phase sees the
-whole previous phase, and a region with one thread (or a late one) finishes."""
+whole previous phase, and a region that gets only one thread finishes (it runs every task)."""
 
 from __future__ import annotations
 
