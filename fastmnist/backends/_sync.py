@@ -18,16 +18,13 @@ them: what one thread wrote in a task is visible to the other after its
 
 from __future__ import annotations
 
-import platform
-
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._compress import _pointer
-
-_X86 = platform.machine().lower() in ("x86_64", "amd64")
+from ._fpenv import _X86
 
 
 def _counter_ok(arr, index) -> bool:
