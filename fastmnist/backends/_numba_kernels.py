@@ -145,9 +145,9 @@ def _flag(value):
     :func:`_forward_batch` and :func:`_phase_a` passed as literals, a cold start
     compiled the first twice and the second four times: 784-32-10 float32
     took 75 s to compile for training and 27 s more for inference, against
-    67 s and 2.4 s with run-time switches (one process, empty cache). A switch
-    is tested once per phase; training and inference ran as fast as before
-    (alternating processes, 784-128-10 b128: 0.99x and 1.02x, within noise).
+    67 s and 2.4 s with run-time switches (one process, empty cache). A run-time
+    switch is a well-predicted branch; training and inference ran as fast as
+    before (alternating processes, 784-128-10 b128: 0.99x and 1.02x, within noise).
     """
     return bool(value)
 
