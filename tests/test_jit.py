@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import warnings
 
 import llvmlite.binding as llvm
@@ -82,6 +83,32 @@ def test_an_entry_point_missing_from_the_cache_is_compiled_by_a_child(monkeypatc
     assert len(children) == 1  # one signature, compiled once, by the child
     assert sum(kernel.stats.cache_hits.values()) == 1  # then loaded from the cache
     assert sum(kernel.stats.cache_misses.values()) == 0  # never compiled here
+
+
+def test_a_process_waits_for_another_compiling_the_same_kernel(monkeypatch, tmp_path):
+    # While another process holds the kernel's compile lock, the entry waits;
+    # that process fills the cache, and the entry then loads the kernel without
+    # compiling it again.
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
+    children = []
+    real_run = subprocess.run
+    monkeypatch.setattr(_jit.subprocess, "run",
+                        lambda *a, **k: children.append(a) or real_run(*a, **k))
+    entry = _jit.CachedEntry(kernel)
+    sig = (kernel.typeof_pyval(14),)
+    results = []
+    with _jit._compile_lock(kernel, sig):
+        waiting = threading.Thread(target=lambda: results.append(entry(14)))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not results  # held up by the lock
+        other = _jit.jit()(thrice.py_func)  # "the other process": compiles, writes the cache
+        assert other(1) == 3
+    waiting.join(60)
+    assert results == [42]
+    assert children == []  # no child compile: the kernel came from the cache
+    assert sum(kernel.stats.cache_hits.values()) == 1
+    assert sum(kernel.stats.cache_misses.values()) == 0
 
 
 @pytest.mark.parametrize("child, reason", [

@@ -10,13 +10,20 @@ runs the cached machine code.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import pickle
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: processes may compile the same kernel at once
+    fcntl = None
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -115,6 +122,33 @@ def _in_cache(dispatcher: Any, sig: tuple) -> bool:
     return key in cache._cache_file._load_index()
 
 
+@contextlib.contextmanager
+def _compile_lock(dispatcher: Any, sig: tuple) -> Iterator[None]:
+    """Hold an exclusive lock, one per kernel and signature, on a file in the
+    kernel's cache directory.
+
+    Processes that start at once (test workers, two trainings) would otherwise
+    each compile a kernel the cache lacks, a minute or more apiece; with the
+    lock one compiles and the others wait, then find it in the cache. Where no
+    lock can be had (no ``fcntl``, an unwritable directory) this does nothing.
+    """
+    fn = dispatcher.py_func
+    digest = hashlib.sha1(f"{fn.__module__}.{fn.__qualname__}{sig}".encode()).hexdigest()[:16]
+    try:
+        path = os.path.join(dispatcher._cache._cache_path, f"fastmnist-compiling-{digest}.lock")
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666) if fcntl is not None else None
+    except (AttributeError, OSError):
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _type_key(value: Any) -> Any:
     """A cheap stand-in for Numba's type of ``value``: values with equal keys have
     equal Numba types. None for a value it cannot vouch for.
@@ -173,15 +207,18 @@ class CachedEntry:
             env = {**os.environ, "NUMBA_CPU_FEATURES": disp.targetctx.codegen()._tm_features}
         except Exception:  # noqa: BLE001 - Numba internals changed: compile in-process
             return
-        try:
-            done = subprocess.run([sys.executable, "-c", _CHILD_COMPILE], input=payload,
-                                  env=env, capture_output=True, timeout=1800)
-            failure = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-            failed = done.returncode != 0
-            if not failed and not _in_cache(disp, sig):
-                failure, failed = ["it left the cache without this kernel"], True
-        except (OSError, subprocess.SubprocessError) as exc:
-            failure, failed = [str(exc)], True
+        with _compile_lock(disp, sig):
+            if _in_cache(disp, sig):  # another process compiled it while this one waited
+                return
+            try:
+                done = subprocess.run([sys.executable, "-c", _CHILD_COMPILE], input=payload,
+                                      env=env, capture_output=True, timeout=1800)
+                failure = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+                failed = done.returncode != 0
+                if not failed and not _in_cache(disp, sig):
+                    failure, failed = ["it left the cache without this kernel"], True
+            except (OSError, subprocess.SubprocessError) as exc:
+                failure, failed = [str(exc)], True
         if failed:
             warnings.warn(
                 f"fastmnist: compiling the numba kernels in a child process failed ({failure}); "
