@@ -70,12 +70,18 @@ def _fresh_cached_kernel(monkeypatch, tmp_path):
     return _jit.jit()(thrice.py_func)
 
 
-def test_an_entry_point_missing_from_the_cache_is_compiled_by_a_child(monkeypatch, tmp_path):
-    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
+def _record_children(monkeypatch) -> list:
+    """The argument lists of the child processes ``_jit`` starts from now on."""
     children = []
     real_run = subprocess.run
     monkeypatch.setattr(_jit.subprocess, "run",
                         lambda *a, **k: children.append(a) or real_run(*a, **k))
+    return children
+
+
+def test_an_entry_point_missing_from_the_cache_is_compiled_by_a_child(monkeypatch, tmp_path):
+    kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
+    children = _record_children(monkeypatch)
     entry = _jit.CachedEntry(kernel)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -90,10 +96,7 @@ def test_a_process_waits_for_another_compiling_the_same_kernel(monkeypatch, tmp_
     # that process fills the cache, and the entry then loads the kernel without
     # compiling it again.
     kernel = _fresh_cached_kernel(monkeypatch, tmp_path)
-    children = []
-    real_run = subprocess.run
-    monkeypatch.setattr(_jit.subprocess, "run",
-                        lambda *a, **k: children.append(a) or real_run(*a, **k))
+    children = _record_children(monkeypatch)
     entry = _jit.CachedEntry(kernel)
     sig = (kernel.typeof_pyval(14),)
     results = []
@@ -101,7 +104,9 @@ def test_a_process_waits_for_another_compiling_the_same_kernel(monkeypatch, tmp_
         waiting = threading.Thread(target=lambda: results.append(entry(14)))
         waiting.start()
         waiting.join(1.0)
-        assert waiting.is_alive() and not results  # held up by the lock
+        # still waiting (a child compile would take this long too: the check
+        # that no child ran, below, is what shows the lock)
+        assert waiting.is_alive() and not results
         other = _jit.jit()(thrice.py_func)  # "the other process": compiles, writes the cache
         assert other(1) == 3
     waiting.join(60)
