@@ -26,6 +26,7 @@ import threading
 import numba
 import numpy as np
 
+from .. import hugepages
 from ..errors import InputError
 from ..model import Model
 from ..numerics import N_CLASSES, N_PIXELS, pixel_scale, scale_images
@@ -59,6 +60,16 @@ _PREDICT_CHUNK = 1024
 #: 10k random images, 784-128-10 and 784-512-10, kernel against numpy side by
 #: side: 1.7x faster at 20% nonzero, 1.2x at 35%, level at 50%.
 DENSE_SHARE = 0.45
+
+
+#: Least images a prediction, and samples a training call, must have for the
+#: first layer's weights (and in training their velocities) to be copied to
+#: 2 MB pages for the call (:mod:`fastmnist.hugepages`). The kernels read
+#: about 150 rows of ``W0`` per image at random; the copies in and out cost
+#: a few sequential passes over it, paid back within a few hundred images.
+#: Single training steps stay on the caller's arrays.
+STAGE_MIN_IMAGES = 256
+STAGE_MIN_SAMPLES = 2048
 
 
 def _mostly_nonzero(images: np.ndarray) -> bool:
@@ -259,7 +270,10 @@ class NumbaBackend(BackendBase):
         if _is_narrow(model):
             return _predict_narrow(model, x, scale, probs, hidden, n_threads)
         wt, acts, dels, ws = _predict_buffers(model, min(n, _PREDICT_CHUNK), n_threads)
-        weights, biases = tuple(_params(model.weights)), _rows(_params(model.biases))
+        weights, biases = _params(model.weights), _rows(_params(model.biases))
+        if n >= STAGE_MIN_IMAGES:
+            weights[0] = hugepages.staged(weights[0])
+        weights = tuple(weights)
         for first in range(0, n, _PREDICT_CHUNK):
             nb = min(_PREDICT_CHUNK, n - first)
             _PREDICT(weights, biases, wt, acts, dels, x, scale, probs, ws, first, nb, n_threads)
@@ -333,6 +347,10 @@ class NumbaBackend(BackendBase):
         originals = [*model.weights, *model.biases, *optimizer.velocity_w, *optimizer.velocity_b]
         work = _params(originals)
         n_layers = len(model.weights)
+        if not _is_narrow(model) and len(order) >= STAGE_MIN_SAMPLES:
+            # W0 and its velocity, trained on 2 MB pages and copied back below.
+            work[0] = hugepages.staged(work[0], slot=0)
+            work[2 * n_layers] = hugepages.staged(work[2 * n_layers], slot=1)
         w, b, vw, vb = (work[i * n_layers : (i + 1) * n_layers] for i in range(4))
         if _is_narrow(model):
             loss_sum, correct = _train_narrow(w, b, vw, vb, x, labels, order, batch_size, lrs,
