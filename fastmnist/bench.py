@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import hugepages
 from .backends import available_backends, get_backend, resolve_backend_name
 from .errors import ConfigError
 from .model import Model, layer_sizes
@@ -167,6 +168,7 @@ def machine_record(threads: int | None) -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "avx512": "avx512f" in flags,
+        "huge_pages": hugepages.mode(),
         "cores": os.cpu_count(),
         "threads": threads,
         "python": sys.version.split()[0],
@@ -392,7 +394,8 @@ def format_table(result: BenchResult) -> str:
     lines.append("")
     lines.append(
         f"machine: {m['cpu']}, {m['cores']} cores, threads={m['threads']}, "
-        f"SGEMM peak {result.peak_gflops:.1f} GFLOP/s; "
+        f"SGEMM peak {result.peak_gflops:.1f} GFLOP/s, "
+        f"transparent huge pages {m.get('huge_pages') or 'unavailable'}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     )
     for name, why in result.skipped.items():

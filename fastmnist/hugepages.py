@@ -35,6 +35,23 @@ MIN_BYTES = 64 << 10
 
 _ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 
+_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def mode() -> str | None:
+    """The kernel's transparent huge page mode: ``"always"``, ``"madvise"`` or
+    ``"never"`` (with ``"never"`` :func:`empty` gets 4 kB pages); None where
+    there is no such setting (not Linux) or it cannot be read."""
+    if _ADVICE is None:
+        return None
+    try:
+        with open(_MODE_FILE) as f:
+            text = f.read()
+    except OSError:
+        return None
+    chosen = text[text.find("[") + 1 : text.find("]")] if "[" in text else ""
+    return chosen or None
+
 
 def empty(shape: int | tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised C-contiguous array on 2 MB pages where the OS gives them.

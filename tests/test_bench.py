@@ -96,6 +96,7 @@ def test_bench_command_json_and_plot(mnist_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["rows"][0]["backend"] == "numpy" and out["machine"]["cores"] >= 1
+    assert out["machine"]["huge_pages"] in ("always", "madvise", "never", None)
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -53,6 +53,24 @@ def test_without_the_advice_or_the_mapping_arrays_are_ordinary(monkeypatch):
     assert a.shape == (784, 512) and a.base is None
 
 
+@pytest.mark.parametrize("text, expected", [("always [madvise] never\n", "madvise"),
+                                            ("[always] madvise never\n", "always"),
+                                            ("always madvise [never]\n", "never"),
+                                            ("", None)])
+def test_the_huge_page_mode_is_read_from_the_kernel_setting(tmp_path, monkeypatch, text,
+                                                           expected):
+    setting = tmp_path / "enabled"
+    setting.write_text(text)
+    monkeypatch.setattr(hugepages, "_ADVICE", 14)
+    monkeypatch.setattr(hugepages, "_MODE_FILE", str(setting))
+    assert hugepages.mode() == expected
+    monkeypatch.setattr(hugepages, "_MODE_FILE", str(tmp_path / "missing"))
+    assert hugepages.mode() is None
+    monkeypatch.setattr(hugepages, "_MODE_FILE", str(setting))
+    monkeypatch.setattr(hugepages, "_ADVICE", None)  # not Linux
+    assert hugepages.mode() is None
+
+
 def test_staging_copies_into_one_buffer_per_slot_shape_and_thread():
     rng = np.random.default_rng(0)
     w, v = rng.random((784, 40)), rng.random((784, 40))
