@@ -35,9 +35,14 @@ def test_large_arrays_start_on_a_huge_page_boundary_in_their_own_mapping(shape, 
     assert a.reshape(-1)[-1] == 7
 
 
-def test_small_arrays_are_ordinary(monkeypatch):
+def test_small_arrays_are_ordinary():
     a = hugepages.empty((10, 10), "float32")
     assert a.shape == (10, 10) and a.dtype == np.float32 and a.base is None
+
+
+def test_numpy_integers_are_shapes_too():
+    assert hugepages.empty(np.int64(70_000), np.uint8).shape == (70_000,)
+    assert hugepages.empty((np.int32(300), 784), "uint8").shape == (300, 784)
 
 
 def test_without_the_advice_or_the_mapping_arrays_are_ordinary(monkeypatch):
