@@ -110,6 +110,13 @@ def test_the_idx_reader_puts_large_arrays_on_huge_pages(tmp_path, name):
 def _train(threshold, monkeypatch, model, images, labels):
     monkeypatch.setattr(nb_module, "STAGE_MIN_SAMPLES", threshold)
     monkeypatch.setattr(nb_module, "STAGE_MIN_IMAGES", threshold)
+    calls, original = [], hugepages.staged
+
+    def recording(a, slot=0):
+        calls.append((a.shape, slot))
+        return original(a, slot)
+
+    monkeypatch.setattr(hugepages, "staged", recording)
     opt = SGD(momentum=0.9, weight_decay=1e-4)
     backend = get_backend("numba")
     originals = [*model.weights, *model.biases]
@@ -118,16 +125,21 @@ def _train(threshold, monkeypatch, model, images, labels):
         backend.train_epoch(model, opt, images, labels, order, 32, np.full(10, 0.05))
     # Trained in place: the caller's arrays hold the result, staging or not.
     assert all(a is b for a, b in zip(originals, [*model.weights, *model.biases]))
-    return model, opt, backend.predict_proba(model, images)
+    probs = backend.predict_proba(model, images)
+    monkeypatch.undo()
+    return model, opt, probs, calls
 
 
 def test_staged_training_and_prediction_are_bit_identical_to_unstaged(monkeypatch):
     rng = np.random.default_rng(3)
     images = (rng.integers(1, 256, (300, 784)) * (rng.random((300, 784)) < 0.2)).astype(np.uint8)
     labels = rng.integers(0, 10, 300).astype(np.uint8)
-    start = Model.initialize((24,), dtype="float64", rng=3)  # the general kernels
+    start = Model.initialize((24,), dtype="float64", rng=3)  # wider than the narrow kernels take
     staged = _train(1, monkeypatch, start.copy(), images, labels)
     plain = _train(10**9, monkeypatch, start.copy(), images, labels)
+    # W0 and its velocity in both epochs, then W0 for the prediction; nothing unstaged.
+    assert staged[3] == [((784, 24), 0), ((784, 24), 1)] * 2 + [((784, 24), 0)]
+    assert plain[3] == []
     for a, b in zip([*staged[0].weights, *staged[0].biases, *staged[1].velocity_w, staged[2]],
                     [*plain[0].weights, *plain[0].biases, *plain[1].velocity_w, plain[2]]):
         np.testing.assert_array_equal(a, b)
