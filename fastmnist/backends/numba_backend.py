@@ -66,8 +66,9 @@ DENSE_SHARE = 0.45
 #: first layer's weights (and in training their velocities) to be copied to
 #: 2 MB pages for the call (:mod:`fastmnist.hugepages`). The kernels read
 #: about 150 rows of ``W0`` per image at random; the copies in and out cost
-#: a few sequential passes over it, paid back within a few hundred images.
-#: Single training steps stay on the caller's arrays.
+#: a few sequential passes over it. The two thresholds are estimates of where
+#: that is paid back, not measured crossovers; single training steps (the
+#: bench's step timing) stay on the caller's arrays.
 STAGE_MIN_IMAGES = 256
 STAGE_MIN_SAMPLES = 2048
 
