@@ -1,5 +1,6 @@
 """The sixteen-wide row intrinsics: each lane rounded as the scalar operation rounds it (the
-softmax within a few ulp of the exact one), and no lane outside the row written."""
+softmax, log-sum-exp and logarithm within a few ulp of the exact ones), the transposition
+exact, and nothing outside the row or block written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
@@ -15,13 +19,17 @@ from hypothesis import strategies as st  # noqa: E402
 
 from fastmnist.backends._rows16 import (  # noqa: E402
     LANES,
+    _log_positive,
+    _row_pointer,
     add_rows,
     axpy_row,
     copy_row,
     divide_row,
+    fill_row,
     mask_row,
     relu_row,
-    softmax_row,
+    softmax_cols,
+    transpose16,
 )
 
 
@@ -72,7 +80,7 @@ def test_axpy_row_converts_the_scalar_to_the_rows_type():
 @njit(cache=False)
 def _row_ops(y, a, b, h, s):
     """Row 1 of ``y`` through each elementwise intrinsic in turn, a copy after each."""
-    out = np.empty((5, LANES), y.dtype)
+    out = np.empty((6, LANES), y.dtype)
     add_rows(y, 1, a, 0, 3, b, 2, 5)
     out[0] = y[1, :LANES]
     copy_row(y, 1, a, 1, 2)
@@ -83,6 +91,8 @@ def _row_ops(y, a, b, h, s):
     out[3] = y[1, :LANES]
     mask_row(y, 1, h, 0)
     out[4] = y[1, :LANES]
+    fill_row(y, 1, s * 3.0)  # a float64 scalar, cast to y's type
+    out[5] = y[1, :LANES]
     return out
 
 
@@ -109,8 +119,9 @@ def test_elementwise_row_intrinsics_round_as_numpy(seed, dtype):
     divided = copied / s
     relu = np.where(divided <= 0, dtype(0), divided)  # NaN passes
     masked = np.where(h[0] > 0, relu, dtype(0))  # NaN in h gives 0
-    for name, g, w in zip(["add", "copy", "divide", "relu", "mask"], got,
-                          [added, copied, divided, relu, masked]):
+    filled = np.full(LANES, dtype(np.float64(s) * 3.0))
+    for name, g, w in zip(["add", "copy", "divide", "relu", "mask", "fill"], got,
+                          [added, copied, divided, relu, masked, filled]):
         np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=name)
     changed = np.zeros(y.shape, bool)
     changed[1, :LANES] = True
@@ -118,64 +129,134 @@ def test_elementwise_row_intrinsics_round_as_numpy(seed, dtype):
 
 
 @njit(cache=False)
-def _softmax(z, zr, n):
-    return softmax_row(z, zr, n)
+def _transpose(a, r):
+    transpose16(a, r)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       r=st.integers(0, 5), extra=st.integers(0, 7))
+def test_transpose16_transposes_the_block_in_place(seed, dtype, r, extra):
+    a = np.random.default_rng(seed).standard_normal((LANES + 6, LANES + extra)).astype(dtype)
+    before = a.copy()
+    _transpose(a, r)
+    np.testing.assert_array_equal(a[r : r + LANES, :LANES], before[r : r + LANES, :LANES].T)
+    outside = np.ones(a.shape, bool)
+    outside[r : r + LANES, :LANES] = False
+    np.testing.assert_array_equal(a[outside], before[outside])
+
+
+@njit(cache=False)
+def _softmax(z, zr, n, out, outr):
+    softmax_cols(z, zr, n, out, outr)
 
 
 def _exact_exp(logits: np.ndarray) -> np.ndarray:
-    """``exp(z - max(z))`` in x87 extended precision (64-bit mantissa), from the
-    differences rounded to the logits' dtype, as every implementation (the
-    reference's included) first computes them: that rounding, amplified by exp
-    for large differences, is not the intrinsic's error."""
-    return np.exp((logits - logits.max()).astype(np.longdouble))
-
-
-def _exact_softmax(logits: np.ndarray) -> np.ndarray:
-    e = _exact_exp(logits)
-    return e / e.sum()
+    """``exp(z - max(z))`` per column, in x87 extended precision (64-bit mantissa),
+    from the differences rounded to the logits' dtype, as every implementation
+    (the reference's included) first computes them: that rounding, amplified by
+    exp for large differences, is not the intrinsic's error."""
+    return np.exp((logits - logits.max(axis=0)).astype(np.longdouble))
 
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
        n=st.integers(1, LANES), spread=st.sampled_from([0.1, 3.0, 30.0, 300.0]))
-def test_softmax_row_is_within_a_few_ulp(seed, dtype, n, spread):
+def test_softmax_cols_is_within_a_few_ulp(seed, dtype, n, spread):
     rng = np.random.default_rng(seed)
-    z = (rng.standard_normal((3, LANES + 3)) * spread).astype(dtype)
-    before = z.copy()
-    m, s, best = _softmax(z, 1, n)
+    z = (rng.standard_normal((LANES + 2, LANES + 3)) * spread).astype(dtype)
+    out = rng.standard_normal((4, LANES + 1)).astype(dtype)
+    z_before, out_before = z.copy(), out.copy()
+    _softmax(z, 1, n, out, 1)
 
-    logits = before[1, :n]
-    want = _exact_softmax(logits)
-    eps = np.finfo(dtype).eps
+    logits = z_before[1 : 1 + n, :LANES]  # a column per sample
+    e = _exact_exp(logits)
+    want = e / e.sum(axis=0)
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
     # exp within ~2 ulp, the sum and one division add a few more; the smallest
     # normal covers lanes whose exp falls below the normal range (flushed to 0).
-    err = np.abs(z[1, :n].astype(np.longdouble) - want)
-    assert (err <= 8 * eps * want + np.finfo(dtype).tiny).all(), (err / want).max() / eps
-    assert m == logits.max()
-    exact_s = _exact_exp(logits).sum()
-    assert abs(s - exact_s) <= 8 * eps * exact_s
-    assert best == int(np.argmax(z[1, :n]))  # the first largest, as np.argmax
-    np.testing.assert_array_equal(z[1, n:LANES], 0)  # padding lanes zeroed
-    np.testing.assert_array_equal(z[1, LANES:], before[1, LANES:])  # nothing past the row
-    np.testing.assert_array_equal(z[[0, 2]], before[[0, 2]])
+    err = np.abs(z[1 : 1 + n, :LANES].astype(np.longdouble) - want)
+    assert (err <= 8 * eps * want + tiny).all(), (err / want).max() / eps
+    # log-sum-exp: the sum's relative error (as above) becomes an absolute one
+    # in its log, the log adds a few ulp, the largest logit one rounding.
+    top = logits.max(axis=0).astype(np.longdouble)
+    lse = top + np.log(e.sum(axis=0))
+    assert (np.abs(out[1, :LANES] - lse) <= 12 * eps * (1 + np.abs(top) + np.log(n))).all()
+    np.testing.assert_array_equal(out[2, :LANES], np.argmax(z[1 : 1 + n, :LANES], axis=0))
+    np.testing.assert_array_equal(z[1 + n : 1 + LANES, :LANES], 0)  # the other classes
+    np.testing.assert_array_equal(z[[0, 1 + LANES]], z_before[[0, 1 + LANES]])  # outside
+    np.testing.assert_array_equal(z[:, LANES:], z_before[:, LANES:])
+    np.testing.assert_array_equal(out[[0, 3]], out_before[[0, 3]])
+    np.testing.assert_array_equal(out[:, LANES:], out_before[:, LANES:])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_row_edge_cases(dtype):
-    z = np.zeros((4, LANES), dtype)
-    z[0, :10] = 1.5  # ties: every probability 1/10, the first index wins
-    z[1, :10] = [-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3]
-    z[2, :10] = np.nan
-    z[3, :10] = np.arange(10)
-    z[3, 4] = np.inf
-    results = [_softmax(z, r, 10) for r in range(4)]
+def test_softmax_cols_edge_cases(dtype):
+    z = np.zeros((LANES, LANES), dtype)  # a column per case, ten classes
+    z[:10, 0] = 1.5  # ties: every probability 1/10, the first class wins
+    z[:10, 1] = [-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3]
+    z[:10, 2] = np.nan
+    z[:10, 3] = np.arange(10)
+    z[4, 3] = np.inf
+    z[:10, 4] = np.arange(10) * 1e4  # one class takes it all: lse is the largest logit
+    out = np.zeros((2, LANES), dtype)
+    _softmax(z, 0, 10, out, 0)
 
-    np.testing.assert_allclose(z[0, :10], 0.1, rtol=2 * np.finfo(dtype).eps)
-    assert results[0][2] == 0
-    want = _exact_softmax(np.array([-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3], dtype))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(z[:10, 0], 0.1, rtol=2 * eps)
+    assert out[1, 0] == 0
+    np.testing.assert_allclose(out[0, 0], 1.5 + np.log(10), rtol=4 * eps)
+    col = np.array([-2000, 0, -1, -1000, -90, -80, -700, -720, 3, 3], dtype)
+    e = _exact_exp(col[:, None])[:, 0]
+    want = e / e.sum()
     normal = want >= np.finfo(dtype).tiny  # far below the normal range: exactly zero
-    np.testing.assert_allclose(z[1, :10][normal], want[normal].astype(dtype),
-                               rtol=8 * np.finfo(dtype).eps)
-    assert (z[1, :10][~normal] == 0).all() and results[1][2] == 8
-    assert np.isnan(z[2, :10]).all() and results[2][2] == 0  # NaN logits: NaN probabilities
-    assert np.isnan(z[3, :10]).all()  # inf - inf, as the reference gets
+    np.testing.assert_allclose(z[:10, 1][normal], want[normal].astype(dtype), rtol=8 * eps)
+    assert (z[:10, 1][~normal] == 0).all() and out[1, 1] == 8
+    assert np.isnan(z[:10, 2]).all() and out[1, 2] == 0 and np.isnan(out[0, 2])
+    assert np.isnan(z[:10, 3]).all()  # inf - inf, as the reference gets
+    assert z[9, 4] == 1 and out[0, 4] == 9e4 and out[1, 4] == 9
+
+
+@intrinsic
+def _log_rows(typingctx, a):
+    """``a[r, :16] = log(a[r, :16])`` for every row, by ``_log_positive``."""
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        align = aty.dtype.bitwidth // 8
+        zero = ir.Constant(ir.IntType(64), 0)
+        n_rows = context.make_array(aty)(context, builder, args[0]).shape
+        n_rows = builder.extract_value(n_rows, 0)
+        with cgutils.for_range(builder, n_rows) as loop:
+            ptr = _row_pointer(context, builder, aty, args[0], loop.index, types.intp, zero,
+                               types.int64)
+            builder.store(_log_positive(builder, builder.load(ptr, align=align), aty.dtype),
+                          ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.void(a), codegen
+
+
+@njit(cache=False)
+def _log(a):
+    _log_rows(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_positive_is_within_a_few_ulp(dtype):
+    rng = np.random.default_rng(7)
+    tiny, huge = np.finfo(dtype).tiny, np.finfo(dtype).max
+    x = np.concatenate([
+        rng.uniform(1, 16, 4000),  # where the kernels take it: a softmax's sum
+        np.exp(rng.uniform(np.log(tiny), np.log(huge), 4000)),
+        [tiny, 1.0, 2.0, np.sqrt(2.0), np.nextafter(np.sqrt(2.0), 2), huge, np.inf, np.nan],
+    ]).astype(dtype)
+    x = np.concatenate([x, np.ones(-len(x) % LANES, dtype)])
+    got = x.copy().reshape(-1, LANES)
+    _log(got)
+    got = got.ravel()
+    finite = np.isfinite(x)
+    exact = np.log(x[finite].astype(np.longdouble))
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.longdouble)
+    assert (np.abs(got[finite] - exact) <= 3 * ulp).all()
+    assert got[x == 1.0].max() == 0 and np.isnan(got[np.isnan(x)]).all()
+    assert got[x == np.inf][0] == np.inf

@@ -26,9 +26,10 @@ X. ``_first_layer_part``, per part: the first layer's gradient of the previous
    weight row serves the four samples; eight chains in registers).
 Y. ``_output_chunk``, over :data:`N_CHUNKS` chunks of samples: the parts'
    partial sums plus the bias, ReLU, the logits, softmax and cross-entropy,
-   and the gradient back to the hidden layer; the output layer's and the
-   biases' gradients go to the chunk's own row of ``GS``. It also asks for
-   the next batch's images, so that phase X finds them in cache.
+   and the gradient back to the hidden layer, sixteen samples at a time (one
+   per vector lane, the block transposed in and out); the output layer's and
+   the biases' gradients go to the chunk's own row of ``GS``. It also asks
+   for the next batch's images, so that phase X finds them in cache.
 
 Training runs the whole epoch in one parallel region (``_epoch``); the
 threads hand over between phases through atomic counters (``_sync``) instead
@@ -63,9 +64,11 @@ from ._rows16 import (
     axpy_row,
     copy_row,
     divide_row,
+    fill_row,
     mask_row,
     relu_row,
-    softmax_row,
+    softmax_cols,
+    transpose16,
 )
 from ._sync import arrive, claim, wait_until
 
@@ -91,7 +94,7 @@ PART_START = (0, 384, N_PIXELS)
 PART_PIXELS = max(PART_START[q + 1] - PART_START[q] for q in range(N_PARTS))  # list room
 
 #: Chunks of samples in phase Y, whose small-layer gradients are summed apart
-#: (whole blocks of four). Fixed, not the thread count, so that results do not
+#: (whole groups of sixteen). Fixed, not the thread count, so that results do not
 #: depend on it.
 N_CHUNKS = 2
 
@@ -111,9 +114,9 @@ def layout() -> dict[str, tuple[int, int]]:
 @_jit(inline=True)
 def _chunk_bounds(c, nb, n_chunks):
     """Samples ``[lo, hi)`` of chunk ``c`` of ``n_chunks`` of a batch of ``nb``, in whole
-    blocks of four."""
-    n_blocks = (nb + 3) // 4
-    return 4 * (c * n_blocks // n_chunks), min(4 * ((c + 1) * n_blocks // n_chunks), nb)
+    groups of sixteen (phase Y's unit)."""
+    n_groups = (nb + LANES - 1) // LANES
+    return LANES * (c * n_groups // n_chunks), min(LANES * ((c + 1) * n_groups // n_chunks), nb)
 
 
 @_jit(inline=True)
@@ -242,80 +245,105 @@ def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, uli
 
 
 @_jit(inline=True)
-def _output_chunk(c, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
-                  hit, n_chunks, grads):
+def _output_chunk(c, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first, nb, probs,
+                  loss, hit, n_chunks, grads):
     """Phase Y (see the module doc) for chunk ``c`` of ``n_chunks`` of samples
     ``order[first:first + nb]``.
 
+    Sixteen samples at a time, one per lane: their hidden rows ``H[g:g + 16]``
+    transposed into ``HT`` (a row per hidden unit), the logits, softmax and
+    gradients computed as rows of ``Z`` and ``D0`` by class and by unit, then
+    transposed back to a row per sample for the small layers' gradient and
+    phase X. Every lane is rounded as the row-per-sample order rounds it (the
+    same multiply-adds in the same order), with a sixth of the instructions:
+    no reductions across lanes, and no chain of dependent multiply-adds per
+    sample for the out-of-order core to hide.
+
     Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
-    instead and ``labels``, ``D0``, ``loss``, ``hit`` and ``GS`` are not used;
-    with them, sample ``b``'s loss and hit go to ``loss[first + b]`` and
-    ``hit[first + b]``. ``D0``'s rows from ``nb`` to the next multiple of four
-    are zeroed.
+    instead and ``labels``, ``loss``, ``hit`` and ``GS`` are not used; with
+    them, sample ``b``'s loss and hit go to ``loss[first + b]`` and
+    ``hit[first + b]``. ``H``, ``HT``, ``Z`` and ``D0`` need rows up to ``nb``
+    rounded up to sixteen; ``D0``'s rows past ``nb`` are zeroed.
     """
     one = Z.dtype.type(1)
     zero = Z.dtype.type(0)
     nbf = Z.dtype.type(nb)
     m = HP.shape[0] // N_PARTS
     b_lo, b_hi = _chunk_bounds(c, nb, n_chunks)
-    for b in range(b_lo, b_hi):
-        if grads and first + nb + b < order.shape[0]:
-            # The next batch's images, so that phase X finds them in cache
-            # (fetched in phase X itself, they made it about 1.6x slower).
-            ahead = order[first + nb + b]
-            for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
-                prefetch(images, ahead, p)
-            prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
-        add_rows(H, b, HP, b, 0, HP, m + b, 0)
-        add_rows(H, b, H, b, 0, P, 0, B0_AT)
-        relu_row(H, b)
-        copy_row(Z, b, P, 0, B1_AT)
-        for u in range(n1):
-            axpy_row(Z, b, 0, H[b, u], P, 0, W1_AT + u * WIDTH)
-        y = labels[order[first + b]] if grads else 0
-        zy = Z[b, y]
-        # one vector pass: ten scalar exp calls and divisions were the
-        # largest part of this phase
-        top, total, best = softmax_row(Z, b, N_OUT)
-        lse = top + np.log(total)
-        if not grads:
-            for j in range(N_OUT):
-                probs[first + b, j] = Z[b, j]
-            continue
-        loss[first + b] = lse - zy
-        hit[first + b] = best == y
-        Z[b, y] -= one
-        divide_row(Z, b, nbf)  # the padding lanes stay 0 (softmax_row zeroed them)
-        for u in range(WIDTH):
-            D0[b, u] = zero
+    for g in range(b_lo, b_hi, LANES):
+        cnt = min(LANES, b_hi - g)
+        for b in range(g, g + cnt):
+            if grads and first + nb + b < order.shape[0]:
+                # The next batch's images, so that phase X finds them in cache
+                # (fetched in phase X itself, they made it about 1.6x slower).
+                ahead = order[first + nb + b]
+                for p in range(0, N_PIXELS, 64 // images.itemsize):  # a 64-byte line each
+                    prefetch(images, ahead, p)
+                prefetch(images, ahead, N_PIXELS - 1)  # rows need not start on a line
+            add_rows(H, b, HP, b, 0, HP, m + b, 0)
+            add_rows(H, b, H, b, 0, P, 0, B0_AT)
+            relu_row(H, b)
+            copy_row(HT, b, H, b, 0)
+        for b in range(g + cnt, g + LANES):  # a last group's missing samples
+            fill_row(HT, b, zero)
+        transpose16(HT, g)
+        # Z[g + j] is class j's logits; D0[g:g + 3] take the log-sum-exps, the
+        # best classes and the labels' logits until the gradient overwrites them.
         for j in range(N_OUT):
-            axpy_row(D0, b, 0, Z[b, j], W1T, j, 0)
-        mask_row(D0, b, H, b)
+            fill_row(Z, g + j, P[0, B1_AT + j])
         for u in range(n1):
-            axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
-        axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)
-        axpy_row(GS, c, B1_AT - W1_AT, one, Z, b, 0)
-    if grads and b_hi == nb:  # the last chunk: the block's missing samples
-        for b in range(nb, (nb + 3) // 4 * 4):
-            for u in range(WIDTH):
-                D0[b, u] = zero
+            for j in range(N_OUT):
+                axpy_row(Z, g + j, 0, P[0, W1_AT + u * WIDTH + j], HT, g + u, 0)
+        if grads:
+            for i in range(cnt):
+                D0[g + 2, i] = Z[g + labels[order[first + g + i]], i]
+        softmax_cols(Z, g, N_OUT, D0, g)
+        if not grads:
+            for i in range(cnt):
+                for j in range(N_OUT):
+                    probs[first + g + i, j] = Z[g + j, i]
+            continue
+        for i in range(cnt):
+            y = labels[order[first + g + i]]
+            loss[first + g + i] = D0[g, i] - D0[g + 2, i]
+            hit[first + g + i] = D0[g + 1, i] == y
+            Z[g + y, i] -= one
+        for j in range(N_OUT):
+            divide_row(Z, g + j, nbf)
+        for u in range(LANES):
+            fill_row(D0, g + u, zero)
+        for j in range(N_OUT):
+            for u in range(n1):
+                axpy_row(D0, g + u, 0, W1T[j, u], Z, g + j, 0)
+        for u in range(n1):
+            mask_row(D0, g + u, HT, g + u)
+        transpose16(Z, g)  # a row per sample again (classes past N_OUT are 0)
+        transpose16(D0, g)
+        for b in range(g + cnt, g + LANES):
+            fill_row(D0, b, zero)  # phase X reads whole blocks of four
+        for b in range(g, g + cnt):
+            for u in range(n1):
+                axpy_row(GS, c, u * WIDTH, H[b, u], Z, b, 0)
+            axpy_row(GS, c, B0_AT - W1_AT, one, D0, b, 0)
+            axpy_row(GS, c, B1_AT - W1_AT, one, Z, b, 0)
 
 
 @_jit(parallel=True)
-def _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs, loss,
-                  hit, n_chunks, grads):
+def _output_layer(HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first, nb, probs,
+                  loss, hit, n_chunks, grads):
     """Phase Y as a parallel region of its own (inference): :func:`_output_chunk`
     for every chunk."""
     for c in prange(n_chunks):
         fp = flush_denormals()
-        _output_chunk(c, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order, first, nb, probs,
-                      loss, hit, n_chunks, grads)
+        _output_chunk(c, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first, nb,
+                      probs, loss, hit, n_chunks, grads)
         restore_fp_state(fp)
 
 
 @_jit(parallel=True)
 def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
-           n1, HP, H, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done):
+           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims,
+           done):
     """Every phase of an epoch in one parallel region (see ``_sync``).
 
     Phase 0 is X for the first batch alone; then, for step ``s``, phase
@@ -340,9 +368,9 @@ def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_de
                     continue
                 if phase % 2 == 1:  # Y of step (phase - 1) / 2
                     first = (phase - 1) // 2 * batch_size
-                    _output_chunk(task, HP, P, n1, W1T, H, Z, D0, GS, images, labels, order,
-                                  first, min(batch_size, n_total - first), probs, loss, hit,
-                                  N_TASKS, True)
+                    _output_chunk(task, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels,
+                                  order, first, min(batch_size, n_total - first), probs, loss,
+                                  hit, N_TASKS, True)
                 else:  # X: the gradient of step phase / 2 - 1 (if any), the next batch's sums
                     done_first = (phase // 2 - 1) * batch_size
                     prev_nb = min(batch_size, n_total - done_first) if phase > 0 else 0
@@ -369,7 +397,7 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     :data:`N_TASKS` ways); the scratch ``ws`` comes from
     ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
     """
-    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
+    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
     loss = np.empty(n_total, np.float64)
@@ -378,7 +406,7 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     done = np.zeros(1, np.int64)
     _transpose_output(P, W1T)
     _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
-           n1, HP, H, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done)
+           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done)
     loss_sum = 0.0
     correct = 0
     for i in range(n_total):
@@ -396,7 +424,7 @@ def predict_narrow(P, images, scale, probs, ws, first, nb, n1, n_threads):
     samples). Phase Y runs ``n_threads`` chunks: without gradients, the split
     changes no result.
     """
-    W1T, HP, H, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
+    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
     dt = P.dtype.type
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
@@ -404,5 +432,5 @@ def predict_narrow(P, images, scale, probs, ws, first, nb, n1, n_threads):
     _transpose_output(P, W1T)
     _first_layer(images, order, first, nb, scale, P, P, HP, D0, GP, GS, W1T, ulist, xv, counts,
                  ACC, acc, 0, dt(0), dt(0), False, dt(0), False)
-    _output_layer(HP, P, n1, W1T, H, Z, D0, GS, images, no_labels, order, first, nb, probs,
+    _output_layer(HP, P, n1, W1T, H, HT, Z, D0, GS, images, no_labels, order, first, nb, probs,
                   loss, hit, n_threads, False)

@@ -7,11 +7,15 @@ first and then leaves the sixteen multiply-adds scalar (seen in the assembly
 of ``y[u] += v * x[u]``, u < 16). :func:`axpy_row` emits the vector operation
 directly: one load of each row, one ``llvm.fma`` on ``<16 x float>`` (two zmm
 for float64), one store. Each lane is rounded as the scalar ``fma`` rounds it.
-The elementwise row operations below (add, copy, divide, ReLU, a ReLU mask)
-replace the output phase's other 16-long loops the same way, each lane rounded
-as the scalar operation rounds it. :func:`softmax_row` does a row of logits'
-softmax in one vector pass; it is within a few ulp of the exact softmax, not
-rounded as the scalar loop rounds it.
+The elementwise row operations below (add, copy, fill, divide, ReLU, a ReLU
+mask) replace the output phase's other 16-long loops the same way, each lane
+rounded as the scalar operation rounds it.
+
+The output phase works on sixteen samples at once, one per lane:
+:func:`transpose16` turns a block of sixteen rows (a row per sample) into a
+row per unit or class and back, and :func:`softmax_cols` takes the softmax
+and log-sum-exp down the columns of such a block, within a few ulp of the
+exact ones (not rounded as a scalar loop rounds them).
 """
 
 from __future__ import annotations
@@ -134,6 +138,18 @@ def copy_row(typingctx, y, yr, x, xr, xc):
 
 
 @intrinsic
+def fill_row(typingctx, y, yr, v):
+    """``y[yr, :16] = v`` (``v`` a scalar of any float type, cast to ``y``'s; no bounds check)."""
+    if not (_rows_ok(y) and isinstance(v, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _elementwise(context, builder, signature, args, lambda bld, vt, u: u)
+
+    return types.void(y, yr, v), codegen
+
+
+@intrinsic
 def divide_row(typingctx, y, yr, s):
     """``y[yr, :16] = y[yr, :16] / s``, lane by lane, as scalar division rounds it."""
     if not (_rows_ok(y) and isinstance(s, types.Float)):
@@ -216,19 +232,6 @@ def _call(builder, name, result_type, args):
     return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), args)
 
 
-def _tree(builder, v, combine):
-    """``v``'s lanes combined pairwise, halves first (a fixed order, four steps for 16)."""
-    width = v.type.count
-    while width > 1:
-        width //= 2
-        low = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), width),
-                                                       list(range(width))))
-        high = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), width),
-                                                        list(range(width, 2 * width))))
-        v = combine(low, high)
-    return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
-
-
 def _exp_nonpositive(builder, x, dtype):
     """``exp(x)`` lane by lane for ``x <= 0``, within two ulp or so (see the tests);
     0 below ``lowest`` (see :func:`_exp_constants`), NaN for NaN.
@@ -269,54 +272,177 @@ def _exp_nonpositive(builder, x, dtype):
     return builder.select(tiny, ir.Constant(vector_type, None), value)
 
 
-@intrinsic
-def softmax_row(typingctx, z, zr, n):
-    """Softmax of the logits ``z[zr, :n]`` in place (``n <= 16``); lanes ``n:16`` become 0.
+def _log_positive(builder, x, dtype):
+    """``log(x)`` lane by lane for positive normal ``x`` (and +inf, NaN), within two
+    ulp or so (see the tests).
 
-    Returns ``(m, s, best)``: the largest logit, ``s = sum_j exp(z_j - m)`` (so
-    that log-sum-exp is ``m + log(s)``) and the index of the first largest
-    probability, as ``np.argmax`` picks it (0 if the row is NaN). The
-    exponentials are :func:`_exp_nonpositive`'s, the sum a tree over the lanes
-    (the scalar loop adds them in order: the two differ in the last bits), each
-    probability ``e / s`` (which the kernels' ``arcp`` flag lets LLVM compute
-    as ``e * (1 / s)``, seen in the assembly). No bounds check.
+    ``x = 2^k f`` with ``f`` in ``[sqrt(1/2), sqrt(2))``, then
+    ``log(f) = 2 atanh(t)``, ``t = (f - 1) / (f + 1)``, ``|t| < 0.172``, by its
+    odd series (degree 9 for float32, 21 for float64: the truncation stays
+    below a tenth of an ulp), and ``k ln 2`` added in two parts, as in
+    :func:`_exp_nonpositive`. One vector pass for sixteen lanes, where libm's
+    scalar ``logf`` costs a call per lane.
     """
-    if not (_rows_ok(z) and isinstance(zr, types.Integer) and isinstance(n, types.Integer)):
+    vector_type = x.type
+    bits = dtype.bitwidth
+    int_type = ir.VectorType(ir.IntType(bits), LANES)
+    mantissa = 23 if bits == 32 else 52
+    bias = 127 if bits == 32 else 1023
+    _, ln2_hi, ln2_lo, _, _ = _exp_constants(dtype)
+    terms = 5 if bits == 32 else 11  # t, t^3/3, ... up to t^(2 terms - 1)
+
+    def const(value):
+        return ir.Constant(vector_type, [ir.Constant(vector_type.element, value)] * LANES)
+
+    def iconst(value):
+        return ir.Constant(int_type, [value] * LANES)
+
+    raw = builder.bitcast(x, int_type)
+    k = builder.sub(builder.lshr(raw, iconst(mantissa)), iconst(bias))
+    f = builder.bitcast(builder.or_(builder.and_(raw, iconst((1 << mantissa) - 1)),
+                                    iconst(bias << mantissa)), vector_type)  # in [1, 2)
+    big = builder.fcmp_ordered(">", f, const(math.sqrt(2.0)))
+    f = builder.select(big, builder.fmul(f, const(0.5)), f)  # exact
+    k = builder.select(big, builder.add(k, iconst(1)), k)
+    t = builder.fdiv(builder.fsub(f, const(1.0)), builder.fadd(f, const(1.0)))
+    t2 = builder.fmul(t, t)
+    fma = f"llvm.fma.v{LANES}{_type_suffix(vector_type.element)}"
+    poly = const(1 / (2 * terms - 1))
+    for n in range(terms - 2, -1, -1):
+        poly = _call(builder, fma, vector_type, [poly, t2, const(1 / (2 * n + 1))])
+    log_f = builder.fmul(builder.fmul(t, const(2.0)), poly)
+    kf = builder.sitofp(k, vector_type)
+    value = _call(builder, fma, vector_type, [kf, const(ln2_hi),
+                  _call(builder, fma, vector_type, [kf, const(ln2_lo), log_f])])
+    special = builder.fcmp_unordered("uno", x, x)
+    special = builder.or_(special, builder.fcmp_ordered("==", x, const(math.inf)))
+    return builder.select(special, x, value)
+
+
+def _block_pointers(context, builder, aryty, ary, row, row_type):
+    """Pointers to rows ``row`` to ``row + LANES - 1`` of ``ary`` (columns 0 to 15), as vectors."""
+    start = context.cast(builder, row, row_type, types.intp)
+    zero = ir.Constant(ir.IntType(64), 0)
+    rows = [builder.add(start, ir.Constant(start.type, i)) for i in range(LANES)]
+    return [_row_pointer(context, builder, aryty, ary, r, types.intp, zero, types.int64)
+            for r in rows]
+
+
+@intrinsic
+def transpose16(typingctx, a, r):
+    """Transpose the block ``a[r:r + 16, :16]`` in place (no bounds check).
+
+    Four rounds of interleaving rows ``i`` and ``i + 8`` (a perfect shuffle)
+    transpose a 16 x 16 block; LLVM emits each interleave as one two-source
+    permute (``vpermt2ps``), 64 in all, instead of 240 scalar swaps.
+    """
+    if not (_rows_ok(a) and isinstance(r, types.Integer)):
         return None
-    sig = types.Tuple((z.dtype, z.dtype, types.int64))(z, zr, n)
 
     def codegen(context, builder, signature, args):
-        zty, zrty, nty = signature.args
-        a_z, a_zr, a_n = args
+        aty, rty = signature.args
+        align = aty.dtype.bitwidth // 8
+        ptrs = _block_pointers(context, builder, aty, args[0], args[1], rty)
+        rows = [builder.load(p, align=align) for p in ptrs]
+        half = LANES // 2
+        mask_type = ir.VectorType(ir.IntType(32), LANES)
+        low = ir.Constant(mask_type, [k // 2 + (LANES if k % 2 else 0) for k in range(LANES)])
+        high = ir.Constant(mask_type, [half + k // 2 + (LANES if k % 2 else 0)
+                                       for k in range(LANES)])
+        for _ in range(LANES.bit_length() - 1):
+            rows = [v for i in range(half)
+                    for v in (builder.shuffle_vector(rows[i], rows[i + half], low),
+                              builder.shuffle_vector(rows[i], rows[i + half], high))]
+        for p, v in zip(ptrs, rows):
+            builder.store(v, p, align=align)
+        return context.get_dummy_value()
+
+    return types.void(a, r), codegen
+
+
+def _vector_suffix(v) -> str:
+    return f"v{v.type.count}{_type_suffix(v.type.element)}"
+
+
+def _tree_rows(builder, vectors, combine):
+    """``vectors`` (a power of two of them) combined element by element, pairwise,
+    halves first: ``v[i]`` with ``v[i + 8]``, then ``+ 4``, ``+ 2``, ``+ 1``.
+
+    The inputs and each level are fenced (``llvm.arithmetic.fence``): the
+    kernels' ``reassoc`` and ``contract`` flags would otherwise let LLVM
+    regroup the sums, or fuse them with the multiplications that made their
+    inputs, and the order, so the rounding, would depend on what LLVM chose.
+    """
+    def fence(v):
+        return _call(builder, f"llvm.arithmetic.fence.{_vector_suffix(v)}", v.type, [v])
+
+    vectors = [fence(v) for v in vectors]
+    while len(vectors) > 1:
+        half = len(vectors) // 2
+        vectors = [fence(combine(vectors[i], vectors[i + half])) for i in range(half)]
+    return vectors[0]
+
+
+
+@intrinsic
+def softmax_cols(typingctx, z, zr, n, out, outr):
+    """Softmax down the columns of ``z[zr:zr + 16, :16]``: row ``zr + j`` holds class
+    ``j``'s logits of sixteen samples (one per lane), rows ``n`` and up are ignored.
+
+    In place: the rows of the ``n`` classes become probabilities, the others 0.
+    Row ``outr`` of ``out`` gets each sample's log-sum-exp of the logits (the
+    largest logit plus the log of ``sum_j exp(z_j - max)``, by
+    :func:`_log_positive`), row ``outr + 1`` the first class of largest
+    probability (as a float; 0 if the column is NaN). The exponentials are
+    :func:`_exp_nonpositive`'s, the maxima and sums :func:`_tree_rows`' (a
+    fixed order; a scalar loop adds in another, and the two differ in the last
+    bits), each probability ``e / s``. No bounds check; ``n <= 16``.
+    """
+    if not (_rows_ok(z, out) and isinstance(zr, types.Integer) and isinstance(n, types.Integer)
+            and isinstance(outr, types.Integer)):
+        return None
+    sig = types.void(z, zr, n, out, outr)
+
+    def codegen(context, builder, signature, args):
+        zty, zrty, nty, outty, outrty = signature.args
+        a_z, a_zr, a_n, a_out, a_outr = args
         elem = context.get_value_type(zty.dtype)
         vector_type = ir.VectorType(elem, LANES)
         align = zty.dtype.bitwidth // 8
-        zero = ir.Constant(ir.IntType(64), 0)
-        ptr = _row_pointer(context, builder, zty, a_z, a_zr, zrty, zero, types.int64)
-        logits = builder.load(ptr, align=align)
-        lane_type = ir.VectorType(ir.IntType(32), LANES)
-        n32 = builder.trunc(context.cast(builder, a_n, nty, types.int64), ir.IntType(32))
-        valid = builder.icmp_signed("<", ir.Constant(lane_type, list(range(LANES))),
-                                    _splat(builder, n32, lane_type))
+        ptrs = _block_pointers(context, builder, zty, a_z, a_zr, zrty)
+        logits = [builder.load(p, align=align) for p in ptrs]
+        count = context.cast(builder, a_n, nty, types.int64)
+        valid = [builder.icmp_signed("<", ir.Constant(ir.IntType(64), j), count)
+                 for j in range(LANES)]
         minus_inf = ir.Constant(vector_type, [ir.Constant(elem, -math.inf)] * LANES)
         none = ir.Constant(vector_type, None)
+
         def larger(a, b):  # b where either is NaN; a NaN logit still makes every p NaN
             return builder.select(builder.fcmp_ordered(">", a, b), a, b)
 
-        m = _tree(builder, builder.select(valid, logits, minus_inf), larger)
-        e = _exp_nonpositive(builder, builder.fsub(logits, _splat(builder, m, vector_type)),
-                             zty.dtype)
-        e = builder.select(valid, e, none)
-        s = _tree(builder, e, builder.fadd)
-        p = builder.fdiv(e, _splat(builder, s, vector_type))
-        builder.store(p, ptr, align=align)
-        top = _tree(builder, p, larger)
-        at_top = builder.and_(builder.fcmp_ordered("==", p, _splat(builder, top, vector_type)),
-                              valid)
-        mask = builder.zext(builder.bitcast(at_top, ir.IntType(LANES)), ir.IntType(64))
-        first = _call(builder, "llvm.cttz.i64", ir.IntType(64),
-                      [mask, ir.Constant(ir.IntType(1), 0)])
-        best = builder.select(builder.icmp_unsigned("==", mask, zero), zero, first)
-        return context.make_tuple(builder, signature.return_type, [m, s, best])
+        m = _tree_rows(builder, [builder.select(v, x, minus_inf) for v, x in zip(valid, logits)],
+                       larger)
+        e = [builder.select(v, _exp_nonpositive(builder, builder.fsub(x, m), zty.dtype), none)
+             for v, x in zip(valid, logits)]
+        s = _tree_rows(builder, e, builder.fadd)
+        p = [builder.select(v, builder.fdiv(x, s), none) for v, x in zip(valid, e)]
+        for ptr, x in zip(ptrs, p):
+            builder.store(x, ptr, align=align)
+        top = _tree_rows(builder, p, larger)
+        lane_type = ir.VectorType(ir.IntType(32), LANES)
+        best = ir.Constant(lane_type, None)
+        for j in range(LANES - 1, -1, -1):  # the first class wins a tie
+            at_top = builder.and_(builder.fcmp_ordered("==", p[j], top),
+                                  _splat(builder, valid[j], ir.VectorType(ir.IntType(1), LANES)))
+            best = builder.select(at_top, ir.Constant(lane_type, [j] * LANES), best)
+        outs = (builder.fadd(m, _log_positive(builder, s, zty.dtype)),
+                builder.sitofp(best, vector_type))
+        for k, x in enumerate(outs):
+            row = builder.add(context.cast(builder, a_outr, outrty, types.intp),
+                              ir.Constant(ir.IntType(64), k))
+            zero = ir.Constant(ir.IntType(64), 0)
+            builder.store(x, _row_pointer(context, builder, outty, a_out, row, types.intp, zero,
+                                          types.int64), align=align)
+        return context.get_dummy_value()
 
     return sig, codegen

@@ -242,13 +242,15 @@ def _buffers_narrow(dt: np.dtype, rows: int, training: bool = True) -> tuple:
     :func:`narrow.predict_narrow`) for batches of up to ``rows`` samples."""
     width = narrow.WIDTH
     blocks = -(-rows // 4)  # the first layer works on blocks of four samples
+    groups = -(-rows // width) * width  # the output layer, on groups of sixteen
     lists = narrow.N_PARTS * (blocks if training else 1)  # kept for the gradient
     return (
         np.zeros((width, width), dtype=dt),  # W1T: the output layer by class
         np.zeros((narrow.N_PARTS * 4 * blocks, width), dtype=dt),  # HP: partial sums
-        np.zeros((4 * blocks, width), dtype=dt),  # H: hidden layer
-        np.zeros((4 * blocks, width), dtype=dt),  # Z: logits, then their gradient
-        np.zeros((4 * blocks, width), dtype=dt),  # D0: the hidden layer's gradient
+        np.zeros((groups, width), dtype=dt),  # H: hidden layer
+        np.zeros((groups, width), dtype=dt),  # HT: ... transposed by groups of sixteen
+        np.zeros((groups, width), dtype=dt),  # Z: logits, then their gradient
+        np.zeros((groups, width), dtype=dt),  # D0: the hidden layer's gradient
         np.zeros((narrow.N_PARTS, narrow.PART_PIXELS * width), dtype=dt),  # GP: per part
         np.zeros((narrow.N_CHUNKS, narrow.N_SMALL), dtype=dt),  # GS: per chunk
         np.empty((lists, narrow.PART_PIXELS), dtype=np.uint32),  # ulist: union pixels
