@@ -273,8 +273,8 @@ def _exp_nonpositive(builder, x, dtype):
 
 
 def _log_positive(builder, x, dtype):
-    """``log(x)`` lane by lane for positive normal ``x`` (and +inf, NaN), within two
-    ulp or so (see the tests).
+    """``log(x)`` lane by lane for positive normal ``x`` (and +inf, NaN), within three
+    ulp (see the tests).
 
     ``x = 2^k f`` with ``f`` in ``[sqrt(1/2), sqrt(2))``, then
     ``log(f) = 2 atanh(t)``, ``t = (f - 1) / (f + 1)``, ``|t| < 0.172``, by its
@@ -334,7 +334,8 @@ def transpose16(typingctx, a, r):
 
     Four rounds of interleaving rows ``i`` and ``i + 8`` (a perfect shuffle)
     transpose a 16 x 16 block; LLVM emits each interleave as one two-source
-    permute (``vpermt2ps``), 64 in all, instead of 240 scalar swaps.
+    permute (``vpermt2ps``; seen in the assembly, float32), 64 in all, where
+    element by element it would be 120 swaps.
     """
     if not (_rows_ok(a) and isinstance(r, types.Integer)):
         return None
