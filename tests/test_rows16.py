@@ -31,6 +31,7 @@ from fastmnist.backends._rows16 import (  # noqa: E402
     softmax_cols,
     transpose16,
 )
+from fastmnist.numerics import FASTMATH  # noqa: E402
 
 
 @njit(cache=False)
@@ -146,7 +147,7 @@ def test_transpose16_transposes_the_block_in_place(seed, dtype, r, extra):
     np.testing.assert_array_equal(a[outside], before[outside])
 
 
-@njit(cache=False)
+@njit(cache=False, fastmath=FASTMATH)  # the kernels' flags: the fences must hold under them
 def _softmax(z, zr, n, out, outr):
     softmax_cols(z, zr, n, out, outr)
 
@@ -236,7 +237,7 @@ def _log_rows(typingctx, a):
     return types.void(a), codegen
 
 
-@njit(cache=False)
+@njit(cache=False, fastmath=FASTMATH)
 def _log(a):
     _log_rows(a)
 
