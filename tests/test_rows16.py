@@ -147,7 +147,7 @@ def test_transpose16_transposes_the_block_in_place(seed, dtype, r, extra):
     np.testing.assert_array_equal(a[outside], before[outside])
 
 
-@njit(cache=False, fastmath=FASTMATH)  # the kernels' flags: the fences must hold under them
+@njit(cache=False, fastmath=FASTMATH)  # accurate under the kernels' flags, as they run
 def _softmax(z, zr, n, out, outr):
     softmax_cols(z, zr, n, out, outr)
 
