@@ -65,8 +65,10 @@ from ._rows16 import (
     copy_row,
     divide_row,
     fill_row,
+    gather_block,
     mask_row,
     relu_row,
+    scatter_block,
     softmax_cols,
     transpose16,
 )
@@ -132,44 +134,6 @@ def _union(images, order, first, b, nb, scale, q, ulist, xv, r):
 
 
 @_jit(inline=True)
-def _partial_block(HP, hr, P, ulist, xv, r, n, ACC, a):
-    """``HP[hr + s] = sum_k xv[r, s, k] W0[ulist[r, k]]`` for the block's four samples.
-
-    Each weight row is loaded once for the four (a sample's zero pixels add
-    exact zeros). Two running sums per sample (in row ``a`` of ``ACC``, kept in
-    registers: see ``axpy_row``) take alternate pixels, so that eight
-    multiply-add chains run at once.
-    """
-    zero = HP.dtype.type(0)
-    for u in range(8 * WIDTH):
-        ACC[a, u] = zero
-    k = 0
-    while k + 2 <= n:
-        r0, r1 = W0_AT + ulist[r, k] * WIDTH, W0_AT + ulist[r, k + 1] * WIDTH
-        for s in range(4):
-            axpy_row(ACC, a, 2 * s * WIDTH, xv[r, s, k], P, 0, r0)
-            axpy_row(ACC, a, (2 * s + 1) * WIDTH, xv[r, s, k + 1], P, 0, r1)
-        k += 2
-    if k < n:
-        r0 = W0_AT + ulist[r, k] * WIDTH
-        for s in range(4):
-            axpy_row(ACC, a, 2 * s * WIDTH, xv[r, s, k], P, 0, r0)
-    for s in range(4):
-        add_rows(HP, hr + s, ACC, a, 2 * s * WIDTH, ACC, a, (2 * s + 1) * WIDTH)
-
-
-@_jit(inline=True)
-def _block_gradient(GP, q, D0, b, ulist, xv, r, n):
-    """``GP[q, W0[p] - part start] += sum_s xv[r, s, k] D0[b + s]`` over the block's
-    union pixels ``p``, samples in order: one load and store per gradient row."""
-    start = PART_START[q] * WIDTH
-    for k in range(n):
-        g = ulist[r, k] * WIDTH - start
-        for s in range(4):
-            axpy_row(GP, q, g, xv[r, s, k], D0, b + s, 0)
-
-
-@_jit(inline=True)
 def _transpose_output(P, W1T):
     """``W1T[j, u] = W1[u, j]``: the output layer's rows by class, for the gradient."""
     for j in range(WIDTH):
@@ -179,7 +143,7 @@ def _transpose_output(P, W1T):
 
 @_jit(inline=True)
 def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv,
-                      counts, ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay,
+                      counts, acc, prev_nb, lr, momentum, nesterov, weight_decay,
                       use_momentum):
     """Phase X (see the module doc) for part ``q``: the previous batch's
     first-layer gradient and update (if ``prev_nb``), then the part's partial
@@ -197,7 +161,8 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
     if prev_nb > 0:
         for k in range((prev_nb + 3) // 4):
             r = q * n_rows + k
-            _block_gradient(GP, q, D0, 4 * k, ulist, xv, r, counts[r])
+            # GP[q, W0 row of p - part start] += sum_s xv[r, s, k] D0[4k + s]
+            scatter_block(GP, q, -PART_START[q] * WIDTH, D0, 4 * k, ulist, xv, r, counts[r])
         lo, hi = PART_START[q] * WIDTH, PART_START[q + 1] * WIDTH
         _apply(P, V, P, 0, lo, hi, GP, q, lr, momentum, nesterov, weight_decay,
                use_momentum, True)
@@ -228,18 +193,19 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
         r = q * n_rows + (b // 4) % n_rows
         n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
         counts[r] = n
-        _partial_block(HP, q * m + b, P, ulist, xv, r, n, ACC, q)
+        # HP[q * m + b + s] = sum_k xv[r, s, k] W0 row of ulist[r, k]; each row serves the four
+        gather_block(HP, q * m + b, P, W0_AT, ulist, xv, r, n)
 
 
 @_jit(parallel=True)
 def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv, counts,
-                 ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay, use_momentum):
+                 acc, prev_nb, lr, momentum, nesterov, weight_decay, use_momentum):
     """Phase X as a parallel region of its own (inference): :func:`_first_layer_part`
     for every part."""
     for q in prange(N_PARTS):
         fp = flush_denormals()
         _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist,
-                          xv, counts, ACC, acc, prev_nb, lr, momentum, nesterov, weight_decay,
+                          xv, counts, acc, prev_nb, lr, momentum, nesterov, weight_decay,
                           use_momentum)
         restore_fp_state(fp)
 
@@ -344,7 +310,7 @@ def _output_layer(HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first
 
 @_jit(parallel=True)
 def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
-           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims,
+           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, acc, loss, hit, claims,
            done):
     """Every phase of an epoch in one parallel region (see ``_sync``).
 
@@ -380,7 +346,7 @@ def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_de
                     following = phase // 2 * batch_size
                     _first_layer_part(task, images, order, following,
                                       min(batch_size, max(n_total - following, 0)), scale, P, V,
-                                      HP, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, prev_nb,
+                                      HP, D0, GP, GS, W1T, ulist, xv, counts, acc, prev_nb,
                                       lr, momentum, nesterov, weight_decay, use_momentum)
                 arrive(done, 0)
             wait_until(done, 0, N_TASKS * (phase + 1))
@@ -399,7 +365,7 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     :data:`N_TASKS` ways); the scratch ``ws`` comes from
     ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
     """
-    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
+    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, acc = ws
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
     loss = np.empty(n_total, np.float64)
@@ -408,7 +374,7 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     done = np.zeros(1, np.int64)
     _transpose_output(P, W1T)
     _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
-           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, ACC, acc, loss, hit, claims, done)
+           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, acc, loss, hit, claims, done)
     loss_sum = 0.0
     correct = 0
     for i in range(n_total):
@@ -426,13 +392,13 @@ def predict_narrow(P, images, scale, probs, ws, first, nb, n1, n_threads):
     samples). Phase Y runs ``n_threads`` chunks: without gradients, the split
     changes no result.
     """
-    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, ACC, acc = ws
+    W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, acc = ws
     dt = P.dtype.type
     order = np.arange(images.shape[0])
     no_labels = np.zeros(1, np.uint8)
     loss, hit = np.empty(1, np.float64), np.empty(1, np.int64)  # not used without gradients
     _transpose_output(P, W1T)
     _first_layer(images, order, first, nb, scale, P, P, HP, D0, GP, GS, W1T, ulist, xv, counts,
-                 ACC, acc, 0, dt(0), dt(0), False, dt(0), False)
+                 acc, 0, dt(0), dt(0), False, dt(0), False)
     _output_layer(HP, P, n1, W1T, H, HT, Z, D0, GS, images, no_labels, order, first, nb, probs,
                   loss, hit, n_threads, False)

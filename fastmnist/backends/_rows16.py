@@ -70,10 +70,149 @@ def axpy_row(typingctx, y, yr, yc, v, x, xr, xc):
         acc = builder.load(py, align=align)
         row = builder.load(px, align=align)
         scale = _splat(builder, context.cast(builder, a_v, vty, yty.dtype), vector_type)
-        fnty = ir.FunctionType(vector_type, [vector_type] * 3)
-        fma = cgutils.get_or_insert_function(
-            builder.module, fnty, f"llvm.fma.v{LANES}{_type_suffix(elem)}")
+        fma = _fma_function(builder, vector_type)
         builder.store(builder.call(fma, [scale, row, acc]), py, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _fma_function(builder, vector_type):
+    """``llvm.fma`` on ``vector_type``."""
+    fnty = ir.FunctionType(vector_type, [vector_type] * 3)
+    name = f"llvm.fma.v{LANES}{_type_suffix(vector_type.element)}"
+    return cgutils.get_or_insert_function(builder.module, fnty, name)
+
+
+def _block_ok(a, ar, w, wc, ulist, xv, r, n) -> bool:
+    """The argument types :func:`gather_block` and :func:`scatter_block` take."""
+    return (_is_matrix(a) and _is_matrix(w) and _is_matrix(ulist) and _is_matrix(xv, 3)
+            and isinstance(a.dtype, types.Float) and w.dtype == a.dtype and xv.dtype == a.dtype
+            and isinstance(ulist.dtype, types.Integer)
+            and all(isinstance(i, types.Integer) for i in (ar, wc, r, n)))
+
+
+class _UnionList:
+    """Reads list row ``r`` of ``ulist, xv`` (see ``gather_union16``): pixel ``k``
+    and sample ``s``'s value of it."""
+
+    def __init__(self, context, builder, ulty, a_ul, xvty, a_xv, rty, a_r):
+        intp = context.get_value_type(types.intp)
+        zero = ir.Constant(intp, 0)
+        self.context, self.builder, self.ulty = context, builder, ulty
+        self.pixels = _pointer(context, builder, ulty, a_ul, (a_r, zero), (rty, types.intp))
+        self.values = [_pointer(context, builder, xvty, a_xv, (a_r, ir.Constant(intp, s), zero),
+                                (rty, types.intp, types.intp)) for s in range(4)]
+
+    def row_offset(self, k):
+        """Where pixel ``k``'s row of ``LANES`` starts, in elements."""
+        builder = self.builder
+        pixel = self.context.cast(builder, builder.load(builder.gep(self.pixels, [k])),
+                                  self.ulty.dtype, types.intp)
+        return builder.mul(pixel, ir.Constant(pixel.type, LANES))
+
+    def value(self, s, k, vector_type):
+        """Sample ``s``'s value of pixel ``k``, in every lane."""
+        builder = self.builder
+        return _splat(builder, builder.load(builder.gep(self.values[s], [k])), vector_type)
+
+
+@intrinsic
+def gather_block(typingctx, h, hr, w, wc, ulist, xv, r, n):
+    """``h[hr + s] = sum_k xv[r, s, k] w[0, wc + 16 ulist[r, k]:...+16]``, ``k < n``, for
+    the four samples ``s`` of a block: the first layer's sums over a union list.
+
+    Each listed weight row is loaded once for the four samples. Two running
+    sums per sample take alternate pixels (eight multiply-add chains at once)
+    and are added at the end, each multiply-add rounded as ``axpy_row``
+    rounds it. The sums are stack variables, which LLVM keeps in registers
+    whatever the surrounding kernel does: kept as array elements, they stayed
+    in registers only while LLVM could see that nothing else in the loop
+    wrote there, and an unrelated change elsewhere in the kernel made it store
+    them at every step (784-10-10 b128 about 2x slower; README, session 15).
+    No bounds check.
+    """
+    if not _block_ok(h, hr, w, wc, ulist, xv, r, n):
+        return None
+    sig = types.void(h, hr, w, wc, ulist, xv, r, n)
+
+    def codegen(context, builder, signature, args):
+        hty, hrty, wty, wcty, ulty, xvty, rty, nty = signature.args
+        a_h, a_hr, a_w, a_wc, a_ul, a_xv, a_r, a_n = args
+        vector_type = ir.VectorType(context.get_value_type(hty.dtype), LANES)
+        align = hty.dtype.bitwidth // 8
+        intp = context.get_value_type(types.intp)
+        zero, one = ir.Constant(intp, 0), ir.Constant(intp, 1)
+        fma = _fma_function(builder, vector_type)
+        block = _UnionList(context, builder, ulty, a_ul, xvty, a_xv, rty, a_r)
+        start = _pointer(context, builder, wty, a_w, (zero, a_wc), (types.intp, wcty))
+        sums = [cgutils.alloca_once_value(builder, ir.Constant(vector_type, None))
+                for _ in range(8)]
+
+        def add_pixel(k, which):
+            ptr = builder.gep(start, [block.row_offset(k)])
+            row = builder.load(builder.bitcast(ptr, vector_type.as_pointer()), align=align)
+            for s in range(4):
+                acc = sums[2 * s + which]
+                builder.store(builder.call(fma, [block.value(s, k, vector_type), row,
+                                                 builder.load(acc)]), acc)
+
+        count = context.cast(builder, a_n, nty, types.intp)
+        with cgutils.for_range(builder, builder.lshr(count, one)) as loop:
+            k = builder.shl(loop.index, one)
+            add_pixel(k, 0)
+            add_pixel(builder.add(k, one), 1)
+        with builder.if_then(builder.trunc(count, ir.IntType(1))):  # an odd count's last
+            add_pixel(builder.sub(count, one), 0)
+        hr = context.cast(builder, a_hr, hrty, types.intp)
+        for s in range(4):
+            ptr = _row_pointer(context, builder, hty, a_h, builder.add(hr, ir.Constant(intp, s)),
+                               types.intp, zero, types.intp)
+            total = builder.fadd(builder.load(sums[2 * s]), builder.load(sums[2 * s + 1]))
+            builder.store(total, ptr, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def scatter_block(typingctx, g, gr, gc, d, dr, ulist, xv, r, n):
+    """``g[gr, gc + 16 ulist[r, k]:...+16] += sum_s xv[r, s, k] d[dr + s]``, ``k < n``:
+    a block of four samples' share of the first layer's weight gradient.
+
+    The four rows ``d[dr:dr + 4]`` are loaded once, before the loop; each
+    listed gradient row is loaded once, takes the four multiply-adds (samples
+    in order, each rounded as ``axpy_row`` rounds it) and is stored once. As
+    array code, the ``d`` rows stayed in registers only while LLVM happened
+    to separate them from ``g``; here nothing depends on that. No bounds check.
+    """
+    if not _block_ok(g, gr, d, dr, ulist, xv, r, n):
+        return None
+    sig = types.void(g, gr, gc, d, dr, ulist, xv, r, n)
+
+    def codegen(context, builder, signature, args):
+        gty, grty, gcty, dty, drty, ulty, xvty, rty, nty = signature.args
+        a_g, a_gr, a_gc, a_d, a_dr, a_ul, a_xv, a_r, a_n = args
+        vector_type = ir.VectorType(context.get_value_type(gty.dtype), LANES)
+        align = gty.dtype.bitwidth // 8
+        intp = context.get_value_type(types.intp)
+        zero = ir.Constant(intp, 0)
+        fma = _fma_function(builder, vector_type)
+        block = _UnionList(context, builder, ulty, a_ul, xvty, a_xv, rty, a_r)
+        dr = context.cast(builder, a_dr, drty, types.intp)
+        rows = [builder.load(_row_pointer(context, builder, dty, a_d,
+                                          builder.add(dr, ir.Constant(intp, s)), types.intp,
+                                          zero, types.intp), align=align)
+                for s in range(4)]
+        start = _pointer(context, builder, gty, a_g, (a_gr, a_gc), (grty, gcty))
+        with cgutils.for_range(builder, context.cast(builder, a_n, nty, types.intp)) as loop:
+            k = loop.index
+            ptr = builder.bitcast(builder.gep(start, [block.row_offset(k)]),
+                                  vector_type.as_pointer())
+            acc = builder.load(ptr, align=align)
+            for s in range(4):
+                acc = builder.call(fma, [block.value(s, k, vector_type), rows[s], acc])
+            builder.store(acc, ptr, align=align)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -256,7 +256,6 @@ def _buffers_narrow(dt: np.dtype, rows: int, training: bool = True) -> tuple:
         np.empty((lists, narrow.PART_PIXELS), dtype=np.uint32),  # ulist: union pixels
         np.empty((lists, 4, narrow.PART_PIXELS), dtype=dt),  # xv: their values
         np.empty(lists, dtype=np.int64),  # counts: union sizes
-        np.empty((narrow.N_PARTS, 8 * width), dtype=dt),  # ACC: running sums
         np.empty((2, narrow.N_SMALL), dtype=dt),  # acc: the small layers' gradient
     )
 
