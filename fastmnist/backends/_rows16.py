@@ -11,6 +11,10 @@ The elementwise row operations below (add, copy, fill, divide, ReLU, a ReLU
 mask) replace the output phase's other 16-long loops the same way, each lane
 rounded as the scalar operation rounds it.
 
+The first layer's two loops over a block's union list, its sums
+(:func:`gather_block`) and its weight gradient (:func:`scatter_block`), are
+emitted whole, so that what must stay in registers does.
+
 The output phase works on sixteen samples at once, one per lane:
 :func:`transpose16` turns a block of sixteen rows (a row per sample) into a
 row per unit or class and back, and :func:`softmax_cols` takes the softmax
@@ -186,7 +190,7 @@ def scatter_block(typingctx, g, gr, gc, d, dr, ulist, xv, r, n):
     array code, the ``d`` rows stayed in registers only while LLVM happened
     to separate them from ``g``; here nothing depends on that. No bounds check.
     """
-    if not _block_ok(g, gr, d, dr, ulist, xv, r, n):
+    if not (_block_ok(g, gr, d, dr, ulist, xv, r, n) and isinstance(gc, types.Integer)):
         return None
     sig = types.void(g, gr, gc, d, dr, ulist, xv, r, n)
 
