@@ -71,49 +71,49 @@ def _scatter_by_rows(g, gr, gc, d, dr, ulist, xv, r, n):
             axpy_row(g, gr, gc + ulist[r, k] * LANES, xv[r, s, k], d, dr + s, 0)
 
 
-def _union_lists(rng, dtype, n_pixels, n_lists):
-    """Union lists as ``gather_union16`` writes them: ascending distinct pixels and four
-    samples' values (some zero), with garbage past each list's end."""
+def _union_lists(rng, dtype, first, n_pixels, counts):
+    """Union lists as ``gather_union16`` writes them, of the given lengths: ascending
+    distinct pixels from ``first`` on and four samples' values (some zero), with
+    garbage past each list's end."""
     width = n_pixels + 3
-    ulist = rng.integers(0, 2**31, (n_lists, width)).astype(np.uint32)
-    xv = rng.standard_normal((n_lists, 4, width)).astype(dtype)
-    counts = rng.integers(0, n_pixels + 1, n_lists)
+    ulist = rng.integers(0, 2**31, (len(counts), width)).astype(np.uint32)
+    xv = rng.standard_normal((len(counts), 4, width)).astype(dtype)
     for r, n in enumerate(counts):
-        ulist[r, :n] = np.sort(rng.choice(n_pixels, n, replace=False))
+        ulist[r, :n] = first + np.sort(rng.choice(n_pixels, n, replace=False))
         xv[r, :, :n] *= rng.random((4, n)) < 0.7
-    return ulist, xv, counts
+    return ulist, xv
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]))
-def test_block_sums_and_gradient_match_row_by_row_multiply_adds(seed, dtype):
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       n_pixels=st.integers(1, 40), first=st.integers(0, 3), lead=st.integers(0, 2))
+def test_block_sums_and_gradient_match_row_by_row_multiply_adds(seed, dtype, n_pixels, first,
+                                                                lead):
+    # Pixels first .. first + n_pixels - 1 have rows lead .. of w and g: with first > lead
+    # the column offset is negative, as for the kernels' second part in GP. Counts: an
+    # empty list, and both parities (n and n - 1).
     rng = np.random.default_rng(seed)
-    n_pixels, lead = int(rng.integers(1, 40)), int(rng.integers(0, 3))  # rows before the first
-    ulist, xv, counts = _union_lists(rng, dtype, n_pixels, 3)
+    counts = [0, n_pixels, n_pixels - 1, int(rng.integers(0, n_pixels + 1))]
+    ulist, xv = _union_lists(rng, dtype, first, n_pixels, counts)
+    col = (lead - first) * LANES
     w = rng.standard_normal((1, (lead + n_pixels) * LANES + 5)).astype(dtype)
     for r, n in enumerate(counts):
         h = rng.standard_normal((9, LANES)).astype(dtype)
         want = h.copy()
         hr = int(rng.integers(0, 6))
-        _gather(h, hr, w, lead * LANES, ulist, xv, r, n)
-        _gather_by_rows(want, hr, w, lead * LANES, ulist, xv, r, n,
-                        np.empty((1, 8 * LANES), dtype))
+        _gather(h, hr, w, col, ulist, xv, r, n)
+        _gather_by_rows(want, hr, w, col, ulist, xv, r, n, np.empty((1, 8 * LANES), dtype))
         np.testing.assert_array_equal(h, want)  # bit for bit, and no other row touched
+        if n == 0:
+            assert not h[hr : hr + 4].any()
 
         g = rng.standard_normal((2, (lead + n_pixels) * LANES)).astype(dtype)
         d = rng.standard_normal((7, LANES)).astype(dtype)
         want = g.copy()
         gr, dr = int(rng.integers(0, 2)), int(rng.integers(0, 4))
-        _scatter(g, gr, lead * LANES, d, dr, ulist, xv, r, n)
-        _scatter_by_rows(want, gr, lead * LANES, d, dr, ulist, xv, r, n)
+        _scatter(g, gr, col, d, dr, ulist, xv, r, n)
+        _scatter_by_rows(want, gr, col, d, dr, ulist, xv, r, n)
         np.testing.assert_array_equal(g, want)
-
-
-def test_block_sums_of_an_empty_list_are_zero():
-    ulist, xv = np.zeros((1, 4), np.uint32), np.ones((1, 4, 4), np.float32)
-    h = np.full((4, LANES), np.nan, np.float32)
-    _gather(h, 0, np.ones((1, LANES), np.float32), 0, ulist, xv, 0, 0)
-    np.testing.assert_array_equal(h, 0)
 
 
 def _half_ulp(value) -> Fraction:

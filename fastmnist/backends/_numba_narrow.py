@@ -4,7 +4,7 @@ At ten hidden units the general kernels (:mod:`._numba_kernels`) spend most of
 a step on bookkeeping, not arithmetic: their column loops are ten long, which
 fills no vector register. Here every row of every layer is padded with zeros
 to :data:`WIDTH` lanes, one AVX-512 register of float32, and each row
-operation is one vector multiply-add (``_rows16.axpy_row``). A pixel's
+operation is one vector operation (``_rows16``). A pixel's
 first-layer weights are one such row, so the nonzero pixels of a block of four
 images (their union, listed sixteen pixels at a time by ``_compress``) select
 the rows the block needs, in the forward pass and in the gradient.
@@ -161,7 +161,7 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
     if prev_nb > 0:
         for k in range((prev_nb + 3) // 4):
             r = q * n_rows + k
-            # GP[q, W0 row of p - part start] += sum_s xv[r, s, k] D0[4k + s]
+            # each listed pixel's gradient row in GP[q] += its four values times D0[4k:4k + 4]
             scatter_block(GP, q, -PART_START[q] * WIDTH, D0, 4 * k, ulist, xv, r, counts[r])
         lo, hi = PART_START[q] * WIDTH, PART_START[q + 1] * WIDTH
         _apply(P, V, P, 0, lo, hi, GP, q, lr, momentum, nesterov, weight_decay,
@@ -193,7 +193,7 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
         r = q * n_rows + (b // 4) % n_rows
         n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
         counts[r] = n
-        # HP[q * m + b + s] = sum_k xv[r, s, k] W0 row of ulist[r, k]; each row serves the four
+        # HP[q * m + b:q * m + b + 4]: the listed pixels' W0 rows times the four samples' values
         gather_block(HP, q * m + b, P, W0_AT, ulist, xv, r, n)
 
 

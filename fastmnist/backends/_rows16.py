@@ -53,9 +53,10 @@ def axpy_row(typingctx, y, yr, yc, v, x, xr, xc):
     ``y`` and ``x`` are C-contiguous matrices of the same float dtype; ``v``
     is a scalar of any float type (cast to theirs). No bounds check.
 
-    Several running sums kept in one row of ``y`` at constant ``yc`` can stay
-    in registers across a loop: LLVM sees that they do not overlap, which it
-    cannot prove for different rows (the row stride is a run-time value).
+    Running sums kept in a row of ``y`` stay in registers across a loop only
+    while LLVM can see that nothing else in the loop writes there; that proved
+    fragile (see :func:`gather_block`), so loops that depend on it are emitted
+    whole instead.
     """
     if not (_is_matrix(y) and _is_matrix(x) and isinstance(y.dtype, types.Float)
             and x.dtype == y.dtype and isinstance(v, types.Float)
@@ -129,12 +130,13 @@ def gather_block(typingctx, h, hr, w, wc, ulist, xv, r, n):
     Each listed weight row is loaded once for the four samples. Two running
     sums per sample take alternate pixels (eight multiply-add chains at once)
     and are added at the end, each multiply-add rounded as ``axpy_row``
-    rounds it. The sums are stack variables, which LLVM keeps in registers
-    whatever the surrounding kernel does: kept as array elements, they stayed
-    in registers only while LLVM could see that nothing else in the loop
-    wrote there, and an unrelated change elsewhere in the kernel made it store
-    them at every step (784-10-10 b128 about 2x slower; README, session 15).
-    No bounds check.
+    rounds it. The sums are stack variables, which LLVM turns into registers
+    without having to prove anything about the arrays (with too few vector
+    registers, as without AVX-512, they can still spill). Kept as array
+    elements, they stayed in registers only while LLVM could see that nothing
+    else in the loop wrote there, and a change to another part of the same
+    phase made it store them at every step (784-10-10 b128 about 2x slower;
+    README, session 15). No bounds check.
     """
     if not _block_ok(h, hr, w, wc, ulist, xv, r, n):
         return None
@@ -186,9 +188,10 @@ def scatter_block(typingctx, g, gr, gc, d, dr, ulist, xv, r, n):
 
     The four rows ``d[dr:dr + 4]`` are loaded once, before the loop; each
     listed gradient row is loaded once, takes the four multiply-adds (samples
-    in order, each rounded as ``axpy_row`` rounds it) and is stored once. As
-    array code, the ``d`` rows stayed in registers only while LLVM happened
-    to separate them from ``g``; here nothing depends on that. No bounds check.
+    in order, each rounded as ``axpy_row`` rounds it) and is stored once, so
+    ``g`` must not overlap those four rows. As array code, the ``d`` rows
+    stayed in registers only while LLVM happened to separate them from ``g``;
+    here nothing depends on that. No bounds check.
     """
     if not (_block_ok(g, gr, d, dr, ulist, xv, r, n) and isinstance(gc, types.Integer)):
         return None
