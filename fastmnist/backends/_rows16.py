@@ -75,18 +75,10 @@ def axpy_row(typingctx, y, yr, yc, v, x, xr, xc):
         acc = builder.load(py, align=align)
         row = builder.load(px, align=align)
         scale = _splat(builder, context.cast(builder, a_v, vty, yty.dtype), vector_type)
-        fma = _fma_function(builder, vector_type)
-        builder.store(builder.call(fma, [scale, row, acc]), py, align=align)
+        builder.store(_fma(builder, scale, row, acc), py, align=align)
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _fma_function(builder, vector_type):
-    """``llvm.fma`` on ``vector_type``."""
-    fnty = ir.FunctionType(vector_type, [vector_type] * 3)
-    name = f"llvm.fma.v{LANES}{_type_suffix(vector_type.element)}"
-    return cgutils.get_or_insert_function(builder.module, fnty, name)
 
 
 def _block_ok(a, ar, w, wc, ulist, xv, r, n) -> bool:
@@ -149,7 +141,6 @@ def gather_block(typingctx, h, hr, w, wc, ulist, xv, r, n):
         align = hty.dtype.bitwidth // 8
         intp = context.get_value_type(types.intp)
         zero, one = ir.Constant(intp, 0), ir.Constant(intp, 1)
-        fma = _fma_function(builder, vector_type)
         block = _UnionList(context, builder, ulty, a_ul, xvty, a_xv, rty, a_r)
         start = _pointer(context, builder, wty, a_w, (zero, a_wc), (types.intp, wcty))
         sums = [cgutils.alloca_once_value(builder, ir.Constant(vector_type, None))
@@ -160,8 +151,8 @@ def gather_block(typingctx, h, hr, w, wc, ulist, xv, r, n):
             row = builder.load(builder.bitcast(ptr, vector_type.as_pointer()), align=align)
             for s in range(4):
                 acc = sums[2 * s + which]
-                builder.store(builder.call(fma, [block.value(s, k, vector_type), row,
-                                                 builder.load(acc)]), acc)
+                builder.store(_fma(builder, block.value(s, k, vector_type), row,
+                                   builder.load(acc)), acc)
 
         count = context.cast(builder, a_n, nty, types.intp)
         with cgutils.for_range(builder, builder.lshr(count, one)) as loop:
@@ -204,7 +195,6 @@ def scatter_block(typingctx, g, gr, gc, d, dr, ulist, xv, r, n):
         align = gty.dtype.bitwidth // 8
         intp = context.get_value_type(types.intp)
         zero = ir.Constant(intp, 0)
-        fma = _fma_function(builder, vector_type)
         block = _UnionList(context, builder, ulty, a_ul, xvty, a_xv, rty, a_r)
         dr = context.cast(builder, a_dr, drty, types.intp)
         rows = [builder.load(_row_pointer(context, builder, dty, a_d,
@@ -218,7 +208,7 @@ def scatter_block(typingctx, g, gr, gc, d, dr, ulist, xv, r, n):
                                   vector_type.as_pointer())
             acc = builder.load(ptr, align=align)
             for s in range(4):
-                acc = builder.call(fma, [block.value(s, k, vector_type), rows[s], acc])
+                acc = _fma(builder, block.value(s, k, vector_type), rows[s], acc)
             builder.store(acc, ptr, align=align)
         return context.get_dummy_value()
 
@@ -378,6 +368,11 @@ def _call(builder, name, result_type, args):
     return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), args)
 
 
+def _fma(builder, a, b, c):
+    """``a * b + c`` lane by lane, rounded once (``llvm.fma``)."""
+    return _call(builder, f"llvm.fma.{_vector_suffix(a)}", a.type, [a, b, c])
+
+
 def _exp_nonpositive(builder, x, dtype):
     """``exp(x)`` lane by lane for ``x <= 0``, within two ulp or so (see the tests);
     0 below ``lowest`` (see :func:`_exp_constants`), NaN for NaN.
@@ -397,14 +392,13 @@ def _exp_nonpositive(builder, x, dtype):
 
     tiny = builder.fcmp_ordered("<", x, const(lowest))
     x = builder.select(tiny, const(lowest), x)  # keeps 2^n normal; the lane is zeroed below
-    fma = f"llvm.fma.v{LANES}{suffix}"
     n = _call(builder, f"llvm.rint.v{LANES}{suffix}", vector_type,
               [builder.fmul(x, const(log2e))])
-    r = _call(builder, fma, vector_type, [n, const(-ln2_hi), x])
-    r = _call(builder, fma, vector_type, [n, const(-ln2_lo), r])
+    r = _fma(builder, n, const(-ln2_hi), x)
+    r = _fma(builder, n, const(-ln2_lo), r)
     poly = const(1 / math.factorial(degree))
     for k in range(degree - 1, -1, -1):
-        poly = _call(builder, fma, vector_type, [poly, r, const(1 / math.factorial(k))])
+        poly = _fma(builder, poly, r, const(1 / math.factorial(k)))
     # A NaN lane takes n = 0 here (converting NaN would be poison); it stays NaN
     # through poly. (The saturating conversion, which needs no select, is
     # scalarised by LLVM: sixteen conversions and clamps.)
@@ -452,14 +446,12 @@ def _log_positive(builder, x, dtype):
     k = builder.select(big, builder.add(k, iconst(1)), k)
     t = builder.fdiv(builder.fsub(f, const(1.0)), builder.fadd(f, const(1.0)))
     t2 = builder.fmul(t, t)
-    fma = f"llvm.fma.v{LANES}{_type_suffix(vector_type.element)}"
     poly = const(1 / (2 * terms - 1))
     for n in range(terms - 2, -1, -1):
-        poly = _call(builder, fma, vector_type, [poly, t2, const(1 / (2 * n + 1))])
+        poly = _fma(builder, poly, t2, const(1 / (2 * n + 1)))
     log_f = builder.fmul(builder.fmul(t, const(2.0)), poly)
     kf = builder.sitofp(k, vector_type)
-    value = _call(builder, fma, vector_type, [kf, const(ln2_hi),
-                  _call(builder, fma, vector_type, [kf, const(ln2_lo), log_f])])
+    value = _fma(builder, kf, const(ln2_hi), _fma(builder, kf, const(ln2_lo), log_f))
     special = builder.fcmp_unordered("uno", x, x)
     special = builder.or_(special, builder.fcmp_ordered("==", x, const(math.inf)))
     return builder.select(special, x, value)
@@ -528,7 +520,6 @@ def _tree_rows(builder, vectors, combine):
         half = len(vectors) // 2
         vectors = [fence(combine(vectors[i], vectors[i + half])) for i in range(half)]
     return vectors[0]
-
 
 
 @intrinsic
