@@ -71,6 +71,7 @@ import numpy as np
 from numba import prange
 
 from ..numerics import N_CLASSES
+from ._batch_order import by_label_within_batches
 from ._compress import LANES, gather_nonzero16, gather_union16
 from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
@@ -870,7 +871,8 @@ def run_batches(
         is unused and ``acts[L]`` is ``dels[L - 1]``; ``dels[l]`` is ``(batch, n[l+1])``.
     images, labels, order : arrays
         ``(n, 784)`` uint8 (or floats already scaled), ``(n,)`` uint8, and the
-        int64 sample order: step ``s`` takes ``order[s * batch_size:][:batch_size]``.
+        int64 sample order: step ``s`` takes ``order[s * batch_size:][:batch_size]``
+        (in training, sorted by label within the step: ``_batch_order``).
     lrs : float64 array
         Learning rate of each step.
     momentum, weight_decay, scale : model-dtype scalars
@@ -891,6 +893,8 @@ def run_batches(
         Samples whose prediction matched the label, each before its step's update.
     """
     ulist, uband, ucount, xv, P, sidx, sval, acc, loss, hit = ws
+    if train:  # not for gradients: those return probabilities in the order given
+        order = by_label_within_batches(order, labels, batch_size)  # smaller unions: see there
     dt = W[0].dtype.type
     n_layers = len(W)
     for layer in range(1, n_layers):

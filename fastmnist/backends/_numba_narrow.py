@@ -53,6 +53,7 @@ import numpy as np
 from numba import prange
 
 from ..numerics import N_PIXELS
+from ._batch_order import by_label_within_batches
 from ._compress import gather_union16
 from ._fpenv import flush_denormals, restore_fp_state
 from ._jit import jit as _jit
@@ -361,11 +362,12 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     ``P`` and ``V`` are the parameters and velocities in the flat layout of
     :func:`layout`, ``(1, N_PARAMS)``, zero in every padding lane; ``n1`` is
     the hidden width. The other arguments are as for
-    :func:`._numba_kernels.run_batches` (no thread count: the phases run
-    :data:`N_TASKS` ways); the scratch ``ws`` comes from
+    :func:`._numba_kernels.run_batches` (each step's samples taken in label
+    order as there; no thread count: the phases run :data:`N_TASKS` ways); the scratch ``ws`` comes from
     ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
     """
     W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, acc = ws
+    order = by_label_within_batches(order, labels, batch_size)  # smaller unions: see there
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
     loss = np.empty(n_total, np.float64)
