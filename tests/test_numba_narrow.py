@@ -118,21 +118,24 @@ def test_float_images_train_and_predict_like_the_reference(dtype):
                  numpy_backend.predict_proba(model, x), dtype, _sum_length(model, 0))
 
 
-def _epoch(threads: int, x, y, order) -> list[np.ndarray]:
+def _epoch(threads: int, x, y, order, batch: int) -> list[np.ndarray]:
     model = Model.initialize((10,), rng=1)
     optimizer = SGD(0.9, nesterov=True, weight_decay=1e-3)
     with numba_backend.limit_threads(threads):
-        numba_backend.train_epoch(model, optimizer, x, y, order, 32, np.full(16, 0.05))
+        numba_backend.train_epoch(model, optimizer, x, y, order, batch,
+                                  np.full(-(-len(order) // batch), 0.05))
     return model.parameters() + optimizer.state_arrays()
 
 
-def test_weights_are_the_same_for_any_thread_count_and_run():
+# Whole groups of sixteen, a last group of five, fewer than a group, a last partial batch.
+@pytest.mark.parametrize("batch", [32, 37, 5, 128])
+def test_weights_are_the_same_for_any_thread_count_and_run(batch):
     import numba
 
     rng = np.random.default_rng(1)
     x, y, order = _images(rng, 500, "mnist"), _labels(rng, 500, False), rng.permutation(500)
     counts = [1, 1] + ([2] if numba.config.NUMBA_NUM_THREADS >= 2 else [])
-    runs = [_epoch(t, x, y, order) for t in counts]
+    runs = [_epoch(t, x, y, order, batch) for t in counts]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)

@@ -20,22 +20,29 @@ step is two phases:
 X. ``_first_layer_part``, per part: the first layer's gradient of the previous
    batch over the part's rows, block by block over the union lists kept from
    its forward pass (four deltas per loaded row), then SGD on those rows; the
-   top part also sums the chunks' gradients of the small layers and updates
+   top part also sums the groups' gradients of the small layers and updates
    them. Then the part's share of the next batch's hidden layer: per block of
    four, the union list of the part's pixels and the partial sums (each loaded
    weight row serves the four samples; eight chains in registers).
-Y. ``_output_chunk``, over :data:`N_CHUNKS` chunks of samples: the parts'
-   partial sums plus the bias, ReLU, the logits, softmax and cross-entropy,
-   and the gradient back to the hidden layer, sixteen samples at a time (one
-   per vector lane, the block transposed in and out); the output layer's and
-   the biases' gradients go to the chunk's own row of ``GS``. It also asks
-   for the next batch's images, so that phase X finds them in cache.
+Y. ``_output_chunk``, per group of sixteen samples (one per vector lane, the
+   block transposed in and out): the parts' partial sums plus the bias,
+   ReLU, the logits, softmax and cross-entropy, and the gradient back to the
+   hidden layer; the output layer's and the biases' gradients go to the
+   group's own row of ``GS``. It also asks for the next batch's images, so
+   that phase X finds them in cache.
 
 Training runs the whole epoch in one parallel region (``_epoch``); the
-threads hand over between phases through atomic counters (``_sync``) instead
-of Numba starting and joining a region for each phase (2.5-3 µs each here;
-one region per epoch made 784-10-10 b128 1.12-1.15x faster). Inference runs
-the phases as regions of their own (``_first_layer``, ``_output_layer``).
+threads hand over through atomic counters (``_sync``) instead of Numba
+starting and joining a region for each phase (2.5-3 µs each here; one region
+per epoch made 784-10-10 b128 1.12-1.15x faster). There is no barrier between
+the phases: a group of phase Y starts as soon as both parts have its sums,
+and a block's gradient as soon as its group is through phase Y, so a thread
+that finishes its part first is not left waiting for the other (the two
+parts' costs differ by up to a tenth of a step, and not always the same
+way). Against a barrier after each phase, 784-10-10 trained 1.07-1.10x
+faster at b32 (four runs of alternating epochs) and 0.98-1.06x at b128.
+Inference runs the phases as regions of their own (``_first_layer``,
+``_output_layer``).
 Between the phases only the partial sums and the hidden layer's gradient
 (``WIDTH`` values per sample) cross cores. (Split by samples instead, each
 step moved half of ``W0`` and of its gradient across cores; side by side, the
@@ -43,7 +50,7 @@ split by parts ran 784-10-10 b32 about 1.4x faster, b128 about 1.05x.)
 
 Skipping zero pixels is exact for finite weights, as in the general kernels;
 on dense inputs every pixel is listed and the work is that of a dense product.
-Parts and chunks are fixed, not the thread count, and every sum runs in an
+Parts and groups are fixed, not the thread count, and every sum runs in an
 order fixed by the data, so results are bit-identical for any thread count.
 """
 
@@ -96,14 +103,12 @@ N_PARTS = 2
 PART_START = (0, 384, N_PIXELS)
 PART_PIXELS = max(PART_START[q + 1] - PART_START[q] for q in range(N_PARTS))  # list room
 
-#: Chunks of samples in phase Y, whose small-layer gradients are summed apart
-#: (whole groups of sixteen). Fixed, not the thread count, so that results do not
-#: depend on it.
-N_CHUNKS = 2
-
-#: Tasks per phase in training: the parts of phase X, the chunks of phase Y.
+#: Threads of the training region: one per part.
 N_TASKS = N_PARTS
-assert N_CHUNKS == N_TASKS
+
+#: Counters apart in ``_epoch``'s ``progress``: each part's counter on a cache line of
+#: its own, so that the two parts' threads do not take the line from each other.
+_PAD = 8
 
 #: Images requested this many blocks of four before they are listed (see _prefetch).
 PREFETCH_AHEAD = 4
@@ -145,7 +150,7 @@ def _transpose_output(P, W1T):
 @_jit(inline=True)
 def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv,
                       counts, acc, prev_nb, lr, momentum, nesterov, weight_decay,
-                      use_momentum):
+                      use_momentum, sync, group_done, done_at, progress, progress_at):
     """Phase X (see the module doc) for part ``q``: the previous batch's
     first-layer gradient and update (if ``prev_nb``), then the part's partial
     sums of samples ``order[first:first + nb]`` (if ``nb``).
@@ -155,12 +160,19 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
     (with one row per part, as for inference, every block reuses it);
     ``HP``'s rows ``q * m .. q * m + nb`` hold part ``q``'s sums, ``m`` its
     rows per part.
+
+    With ``sync`` (training, see ``_epoch``), the gradient of block ``k``
+    waits for ``group_done[done_at + k // 4]`` (its group of sixteen samples
+    through phase Y), and ``progress[progress_at]`` counts the groups whose
+    sums are done.
     """
     zero = P.dtype.type(0)
     n_rows = counts.shape[0] // N_PARTS
     m = HP.shape[0] // N_PARTS
     if prev_nb > 0:
         for k in range((prev_nb + 3) // 4):
+            if sync:
+                wait_until(group_done, done_at + k // 4, 1)
             r = q * n_rows + k
             # each listed pixel's gradient row in GP[q] += its four values times D0[4k:4k + 4]
             scatter_block(GP, q, -PART_START[q] * WIDTH, D0, 4 * k, ulist, xv, r, counts[r])
@@ -173,7 +185,7 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
             for i in range(N_SMALL):
                 acc[0, i] = GS[0, i]
                 GS[0, i] = zero
-            for c in range(1, N_CHUNKS):
+            for c in range(1, (prev_nb + LANES - 1) // LANES):  # a row per group
                 for i in range(N_SMALL):
                     acc[0, i] += GS[c, i]
                     GS[c, i] = zero
@@ -196,6 +208,8 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
         counts[r] = n
         # HP[q * m + b:q * m + b + 4]: the listed pixels' W0 rows times the four samples' values
         gather_block(HP, q * m + b, P, W0_AT, ulist, xv, r, n)
+        if sync and (b + 4 >= nb or (b + 4) % LANES == 0):
+            arrive(progress, progress_at)  # a group of sixteen (or the batch's last) done
 
 
 @_jit(parallel=True)
@@ -207,7 +221,7 @@ def _first_layer(images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, uli
         fp = flush_denormals()
         _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, W1T, ulist,
                           xv, counts, acc, prev_nb, lr, momentum, nesterov, weight_decay,
-                          use_momentum)
+                          use_momentum, False, counts, 0, counts, 0)
         restore_fp_state(fp)
 
 
@@ -231,8 +245,10 @@ def _output_chunk(c, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, fi
     Without ``grads`` (inference) the probabilities go to ``probs[first + b]``
     instead and ``labels``, ``loss``, ``hit`` and ``GS`` are not used; with
     them, sample ``b``'s loss and hit go to ``loss[first + b]`` and
-    ``hit[first + b]``. ``H``, ``HT``, ``Z`` and ``D0`` need rows up to ``nb``
-    rounded up to sixteen; ``D0``'s rows past ``nb`` are zeroed.
+    ``hit[first + b]``, and the small layers' gradient is added to ``GS[c]``
+    (training runs a chunk per group of sixteen). ``H``, ``HT``, ``Z`` and
+    ``D0`` need rows up to ``nb`` rounded up to sixteen; ``D0``'s rows past
+    ``nb`` are zeroed.
     """
     one = Z.dtype.type(1)
     zero = Z.dtype.type(0)
@@ -309,48 +325,84 @@ def _output_layer(HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first
         restore_fp_state(fp)
 
 
+@_jit(inline=True)
+def _part_task(q, s, images, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P,
+               V, HP, D0, GP, GS, W1T, ulist, xv, counts, acc, group_done, progress):
+    """Phase X of step ``s`` for part ``q``: the gradient of batch ``s - 1`` (if ``s``
+    > 0) and the sums of batch ``s`` (if there is one)."""
+    n_total = order.shape[0]
+    groups = (batch_size + LANES - 1) // LANES
+    prev_nb = min(batch_size, n_total - (s - 1) * batch_size) if s > 0 else 0
+    lr = P.dtype.type(lrs[s - 1]) if s > 0 else P.dtype.type(0)
+    first = s * batch_size
+    _first_layer_part(q, images, order, first, min(batch_size, max(n_total - first, 0)), scale,
+                      P, V, HP, D0, GP, GS, W1T, ulist, xv, counts, acc, prev_nb, lr, momentum,
+                      nesterov, weight_decay, momentum != 0, True, group_done,
+                      (s - 1) * groups, progress, (s * N_PARTS + q) * _PAD)
+
+
 @_jit(parallel=True)
 def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
            n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, acc, loss, hit, claims,
-           done):
-    """Every phase of an epoch in one parallel region (see ``_sync``).
+           group_done, progress):
+    """Every phase of an epoch in one parallel region, with no barrier between them.
 
-    Phase 0 is X for the first batch alone; then, for step ``s``, phase
-    ``2s + 1`` is Y of batch ``s`` and phase ``2s + 2`` is X with its gradient
-    and the next batch's sums. Each phase is :data:`N_TASKS` tasks (parts or
-    chunks, each with its own scratch whichever thread runs it, so the results
-    do not depend on that); thread ``t`` takes task ``t`` first, then any task
-    left. ``claims`` (zeros, ``N_TASKS`` per phase) and ``done`` (a zero) are
-    the hand-over's counters; ``loss`` and ``hit`` have a place per sample.
+    Step ``s`` is phase X (``_part_task``: part ``q`` is task ``q`` of phase
+    ``2s``) and phase Y, in which group ``g`` of sixteen samples is task ``g``
+    of phase ``2s + 1``; a last phase X ``n_steps`` takes the last gradient.
+    Thread ``t`` runs part ``t``, then claims Y's groups in order, then goes on
+    to its part of the next step. Each task waits only for what it reads: a
+    group for the sums of its samples in both parts (``progress``, a count of
+    groups per step and part), a block's gradient for its group's phase Y
+    (``group_done``, one flag per step and group). So the thread that finishes
+    its part first starts on phase Y while the other is still at its last
+    blocks, and begins the next step's gradient while the other is still on
+    the last groups. A part still unclaimed when a group needs its sums is run
+    by the thread that needs them, so one thread (or a second one that starts
+    late) still finishes the epoch. Nothing is overwritten while another task
+    may read it: a part's next sums come after its gradient, which waited for
+    every group, and a group's phase Y after both parts' sums of the step,
+    which come after both gradients that read the group's ``D0`` rows.
+
+    Which thread runs a task changes no result: every task has its own
+    scratch, and the small layers' gradient is kept per group (``GS`` row
+    ``g``) and summed in group order. ``claims`` (zeros, ``max(N_PARTS,
+    groups)`` per phase), ``group_done`` (zeros, ``groups`` per step) and
+    ``progress`` (zeros, ``N_PARTS * _PAD`` per step) are the hand-over's
+    counters; ``loss`` and ``hit`` have a place per sample.
     """
-    zero = P.dtype.type(0)
-    use_momentum = momentum != 0
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
+    groups = (batch_size + LANES - 1) // LANES
+    width = max(N_PARTS, groups)
     probs = np.empty((1, N_OUT), P.dtype)  # never written: probabilities are not kept
     for t in prange(N_TASKS):
         fp = flush_denormals()
-        for phase in range(2 * n_steps + 1):
-            for k in range(N_TASKS):
-                task = (t + k) % N_TASKS
-                if not claim(claims, phase * N_TASKS + task):
+        for s in range(n_steps + 1):
+            # phase X of step s: this thread's own part; the last phase, any part left
+            for k in range(N_PARTS if s == n_steps else 1):
+                q = (t + k) % N_PARTS
+                if claim(claims, 2 * s * width + q):
+                    _part_task(q, s, images, order, batch_size, lrs, momentum, nesterov,
+                               weight_decay, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv,
+                               counts, acc, group_done, progress)
+            if s == n_steps:
+                break
+            first = s * batch_size
+            nb = min(batch_size, n_total - first)
+            n_groups = (nb + LANES - 1) // LANES
+            for g in range(n_groups):  # phase Y of step s
+                if not claim(claims, (2 * s + 1) * width + g):
                     continue
-                if phase % 2 == 1:  # Y of step (phase - 1) / 2
-                    first = (phase - 1) // 2 * batch_size
-                    _output_chunk(task, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels,
-                                  order, first, min(batch_size, n_total - first), probs, loss,
-                                  hit, N_TASKS, True)
-                else:  # X: the gradient of step phase / 2 - 1 (if any), the next batch's sums
-                    done_first = (phase // 2 - 1) * batch_size
-                    prev_nb = min(batch_size, n_total - done_first) if phase > 0 else 0
-                    lr = P.dtype.type(lrs[phase // 2 - 1]) if phase > 0 else zero
-                    following = phase // 2 * batch_size
-                    _first_layer_part(task, images, order, following,
-                                      min(batch_size, max(n_total - following, 0)), scale, P, V,
-                                      HP, D0, GP, GS, W1T, ulist, xv, counts, acc, prev_nb,
-                                      lr, momentum, nesterov, weight_decay, use_momentum)
-                arrive(done, 0)
-            wait_until(done, 0, N_TASKS * (phase + 1))
+                for q in range(N_PARTS):
+                    if claim(claims, 2 * s * width + q):  # a part no thread has started
+                        _part_task(q, s, images, order, batch_size, lrs, momentum, nesterov,
+                                   weight_decay, scale, P, V, HP, D0, GP, GS, W1T, ulist, xv,
+                                   counts, acc, group_done, progress)
+                    wait_until(progress, (s * N_PARTS + q) * _PAD, g + 1)
+                _output_chunk(g, HP, P, n1, W1T, H, HT, Z, D0, GS, images, labels, order, first,
+                              nb, probs, loss, hit, n_groups, True)
+                arrive(group_done, s * groups + g)
         restore_fp_state(fp)
 
 
@@ -363,20 +415,24 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     :func:`layout`, ``(1, N_PARAMS)``, zero in every padding lane; ``n1`` is
     the hidden width. The other arguments are as for
     :func:`._numba_kernels.run_batches` (each step's samples taken in label
-    order as there; no thread count: the phases run :data:`N_TASKS` ways); the scratch ``ws`` comes from
-    ``numba_backend._buffers_narrow`` (its ``GP`` and ``GS`` must be zero).
+    order as there; no thread count: the region runs :data:`N_TASKS` ways);
+    the scratch ``ws`` comes from ``numba_backend._buffers_narrow`` (its
+    ``GP`` and ``GS`` must be zero).
     """
     W1T, HP, H, HT, Z, D0, GP, GS, ulist, xv, counts, acc = ws
     order = by_label_within_batches(order, labels, batch_size)  # smaller unions: see there
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
+    groups = (batch_size + LANES - 1) // LANES
     loss = np.empty(n_total, np.float64)
     hit = np.empty(n_total, np.int64)
-    claims = np.zeros(N_TASKS * (2 * n_steps + 1), np.int64)
-    done = np.zeros(1, np.int64)
+    claims = np.zeros(max(N_PARTS, groups) * (2 * n_steps + 1), np.int64)
+    group_done = np.zeros(groups * n_steps, np.int64)
+    progress = np.zeros(N_PARTS * _PAD * (n_steps + 1), np.int64)
     _transpose_output(P, W1T)
     _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_decay, scale, P, V,
-           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, acc, loss, hit, claims, done)
+           n1, HP, H, HT, Z, D0, GP, GS, W1T, ulist, xv, counts, acc, loss, hit, claims,
+           group_done, progress)
     loss_sum = 0.0
     correct = 0
     for i in range(n_total):
