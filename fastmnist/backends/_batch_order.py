@@ -1,16 +1,17 @@
 """The order of the samples inside each mini-batch: by label.
 
-Both training kernels sum the first layer over blocks of four samples, over
-the pixels nonzero in any of the four (their union), so that each weight row
-they load serves four samples. Images of one class share more of their ink
-than images drawn at random, so blocks taken from a batch sorted by label have
-smaller unions: on MNIST, 273 pixels a block instead of 305 (batches of 128 in
-a random order, all 60,000 training images). Which samples make up each step
-does not change, only the order in which the step's gradient is summed, so the
-result is the same SGD step up to rounding (and, as before, bit-identical for
-any thread count). Epochs alternating with and without it, 2 threads:
-784-10-10 b128 1.03-1.07x faster (ten runs, either first), 784-10-10 b32,
-784-128-10 b32 and b128 and 784-512-10 b128 1.03-1.08x (two runs each).
+Both plain-SGD training kernels (``_numba_kernels``, ``_numba_narrow``) sum
+the first layer over blocks of four samples, over the pixels nonzero in any of
+the four (their union), so that each weight row they load serves four
+samples. Images of one class share more of their ink than images drawn at
+random, so blocks taken from a batch sorted by label have smaller unions: on
+MNIST, 273 pixels a block instead of 305 (batches of 128 in a random order,
+all 60,000 training images). Which samples make up each step does not change,
+only the order in which the step's gradient is summed, so the result is the
+same SGD step up to rounding (and, as before, bit-identical for any thread
+count). Epochs alternating with and without it, 2 threads: 784-10-10 b128
+1.03-1.07x faster (ten runs, either first), 784-10-10 b32, 784-128-10 b32 and
+b128 and 784-512-10 b128 1.02-1.08x (two runs each).
 """
 
 from __future__ import annotations

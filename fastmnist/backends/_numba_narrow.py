@@ -14,8 +14,9 @@ All parameters live in one flat row ``P`` (:func:`layout`): the first layer
 ``WIDTH``: hidden unit by class), then the two biases; their velocities ``V``
 have the same layout. The first layer's rows are split into :data:`N_PARTS`
 pixel parts (the top and bottom of the image), each computed, read and
-updated by one thread only, so that they never leave its core. A training
-step is two phases:
+updated by its own thread, so that they stay in its core's cache (another
+thread runs a part only if it needs the part's sums before the part's own
+thread has started it). A training step is two phases:
 
 X. ``_first_layer_part``, per part: the first layer's gradient of the previous
    batch over the part's rows, block by block over the union lists kept from
@@ -197,12 +198,12 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
                    use_momentum, True)
             _transpose_output(P, W1T)
     for b in range(0, nb, 4):
-        if b + 4 * PREFETCH_AHEAD < nb:
-            for i in range(4):
-                ahead = order[first + b + 4 * PREFETCH_AHEAD + i]
-                for p in range(PART_START[q], PART_START[q + 1], 64 // images.itemsize):
-                    prefetch(images, ahead, p)
-                prefetch(images, ahead, PART_START[q + 1] - 1)
+        ahead_b = b + 4 * PREFETCH_AHEAD
+        for i in range(ahead_b, min(ahead_b + 4, nb)):  # that block's images, if any
+            ahead = order[first + i]
+            for p in range(PART_START[q], PART_START[q + 1], 64 // images.itemsize):
+                prefetch(images, ahead, p)
+            prefetch(images, ahead, PART_START[q + 1] - 1)
         r = q * n_rows + (b // 4) % n_rows
         n = _union(images, order, first, b, nb, scale, q, ulist, xv, r)
         counts[r] = n

@@ -3,12 +3,12 @@
 The narrow kernels run a whole epoch in one parallel region instead of two
 regions per step: starting and joining a region cost 2.5-3 µs here (20,000 in
 a row, OpenMP layer, 2 threads), against a step of 50-70 µs at 784-10-10 b128.
-Inside the region each phase is a few tasks; a thread claims a task with
-:func:`claim` (an atomic exchange, so each task runs once), reports it done
-with :func:`arrive` and waits for the phase's other tasks with
-:func:`wait_until`. A thread that finds no task left waits; a thread that
-finds one still unclaimed runs it, so a region that gets only one thread (or
-whose second thread starts late) still finishes.
+Inside the region the work is a sequence of tasks; a thread claims a task with
+:func:`claim` (an atomic exchange, so each task runs once), reports progress
+or completion with :func:`arrive` and waits for the tasks whose results it
+reads with :func:`wait_until`. A task that a thread needs and finds still
+unclaimed it runs itself, so a region that gets only one thread (or whose
+second thread starts late) still finishes (see ``_numba_narrow._epoch``).
 
 The atomic operations are sequentially consistent, and LLVM treats them as
 touching all memory, so no load or store of the kernels' arrays moves across

@@ -223,8 +223,8 @@ def _train_narrow(
     optimizer: SGD, scale: np.floating,
 ) -> tuple[float, int]:
     """An SGD epoch of a one-hidden-layer network of at most ``narrow.MAX_WIDTH``
-    units, in place on ``w, b, vw, vb``. Its phases run two ways (pixel parts,
-    sample chunks) on up to two of Numba's threads."""
+    units, in place on ``w, b, vw, vb``, on up to two of Numba's threads (one
+    per pixel part; the groups of sixteen samples go to whichever is free)."""
     dt = w[0].dtype
     params, velocities = _pack_narrow(*w, *b), _pack_narrow(*vw, *vb)
     ws = _buffers_narrow(dt, min(batch_size, len(order)))
