@@ -38,10 +38,11 @@ starting and joining a region for each phase (2.5-3 µs each here; one region
 per epoch made 784-10-10 b128 1.12-1.15x faster). There is no barrier between
 the phases: a group of phase Y starts as soon as both parts have its sums,
 and a block's gradient as soon as its group is through phase Y, so a thread
-that finishes its part first is not left waiting for the other (the two
-parts' costs differ by up to a tenth of a step, and not always the same
-way). Against a barrier after each phase, 784-10-10 trained 1.07-1.10x
-faster at b32 (four runs of alternating epochs) and 0.98-1.06x at b128.
+that finishes its part first is not left waiting for the other (with a
+barrier, a copy counting cycles showed one thread waiting 0.7k-17.8k counts
+of a step of about 110k-130k, the heavier part not always the same).
+Against a barrier after each phase, 784-10-10 trained 1.07-1.10x faster at
+b32 (four runs of alternating epochs) and 0.98-1.06x at b128.
 Inference runs the phases as regions of their own (``_first_layer``,
 ``_output_layer``).
 Between the phases only the partial sums and the hidden layer's gradient
@@ -121,10 +122,16 @@ def layout() -> dict[str, tuple[int, int]]:
 
 
 @_jit(inline=True)
+def _groups(n):
+    """Groups of sixteen samples (phase Y's unit) that ``n`` samples fill."""
+    return (n + LANES - 1) // LANES
+
+
+@_jit(inline=True)
 def _chunk_bounds(c, nb, n_chunks):
     """Samples ``[lo, hi)`` of chunk ``c`` of ``n_chunks`` of a batch of ``nb``, in whole
     groups of sixteen (phase Y's unit)."""
-    n_groups = (nb + LANES - 1) // LANES
+    n_groups = _groups(nb)
     return LANES * (c * n_groups // n_chunks), min(LANES * ((c + 1) * n_groups // n_chunks), nb)
 
 
@@ -186,7 +193,7 @@ def _first_layer_part(q, images, order, first, nb, scale, P, V, HP, D0, GP, GS, 
             for i in range(N_SMALL):
                 acc[0, i] = GS[0, i]
                 GS[0, i] = zero
-            for c in range(1, (prev_nb + LANES - 1) // LANES):  # a row per group
+            for c in range(1, _groups(prev_nb)):  # a row per group
                 for i in range(N_SMALL):
                     acc[0, i] += GS[c, i]
                     GS[c, i] = zero
@@ -332,7 +339,7 @@ def _part_task(q, s, images, order, batch_size, lrs, momentum, nesterov, weight_
     """Phase X of step ``s`` for part ``q``: the gradient of batch ``s - 1`` (if ``s``
     > 0) and the sums of batch ``s`` (if there is one)."""
     n_total = order.shape[0]
-    groups = (batch_size + LANES - 1) // LANES
+    groups = _groups(batch_size)
     prev_nb = min(batch_size, n_total - (s - 1) * batch_size) if s > 0 else 0
     lr = P.dtype.type(lrs[s - 1]) if s > 0 else P.dtype.type(0)
     first = s * batch_size
@@ -374,7 +381,7 @@ def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_de
     """
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
-    groups = (batch_size + LANES - 1) // LANES
+    groups = _groups(batch_size)
     width = max(N_PARTS, groups)
     probs = np.empty((1, N_OUT), P.dtype)  # never written: probabilities are not kept
     for t in prange(N_TASKS):
@@ -391,7 +398,7 @@ def _epoch(images, labels, order, batch_size, lrs, momentum, nesterov, weight_de
                 break
             first = s * batch_size
             nb = min(batch_size, n_total - first)
-            n_groups = (nb + LANES - 1) // LANES
+            n_groups = _groups(nb)
             for g in range(n_groups):  # phase Y of step s
                 if not claim(claims, (2 * s + 1) * width + g):
                     continue
@@ -424,7 +431,7 @@ def run_narrow(P, V, images, labels, order, batch_size, lrs, momentum, nesterov,
     order = by_label_within_batches(order, labels, batch_size)  # smaller unions: see there
     n_total = order.shape[0]
     n_steps = (n_total + batch_size - 1) // batch_size
-    groups = (batch_size + LANES - 1) // LANES
+    groups = _groups(batch_size)
     loss = np.empty(n_total, np.float64)
     hit = np.empty(n_total, np.int64)
     claims = np.zeros(max(N_PARTS, groups) * (2 * n_steps + 1), np.int64)
