@@ -57,6 +57,10 @@ class BenchConfig:
 #: epoch up to 1.5x slower (cores parked by the hypervisor, pools asleep).
 WAKE_SECONDS = 0.05
 
+#: Steal share (percent of the CPUs' time) from which the table warns that a
+#: row was measured on a disturbed machine; quiet rows here read 0-2%.
+DISTURBED_PERCENT = 5.0
+
 
 def _settle(previous: Any) -> None:
     """Idle until the thread pools of the backend timed last have stopped spinning.
@@ -129,6 +133,36 @@ def measure_peak_gflops(threads: int | None, n: int = 2048, repeats: int = 5) ->
             a @ b
             best = min(best, time.perf_counter() - t0)
     return 2.0 * n**3 / best / 1e9
+
+
+def steal_ticks(path: str = "/proc/stat") -> int | None:
+    """Clock ticks the hypervisor has run something else on this VM's CPUs, all CPUs summed.
+
+    Linux's ``steal`` column of ``/proc/stat`` (ticks of ``1 / SC_CLK_TCK``
+    seconds); None where there is no such file or field (not Linux, old kernels).
+    On a shared VM it is what tells a slowed measurement from a slow kernel:
+    here, 784-10-10 epochs that ran at a quarter of their usual speed had the
+    hypervisor take most of the CPU time they spanned.
+    """
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+        return int(fields[8]) if fields[:1] == ["cpu"] and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
+def stolen_percent(ticks: int, seconds: float, cpus: int) -> float:
+    """Share of ``cpus`` CPUs' time over ``seconds`` that ``ticks`` of steal make up.
+
+    Ticks are coarse (10 ms where ``SC_CLK_TCK`` is 100) against a benchmark's
+    timed work of tenths of a second, so this flags a disturbed row rather than
+    measures it; capped at 100.
+    """
+    if seconds <= 0:
+        return 0.0
+    tick = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+    return min(100.0, 100.0 * ticks * tick / (seconds * max(cpus, 1)))
 
 
 def _cpu_model() -> str:
@@ -239,7 +273,10 @@ def run_benchmark(
     of an epoch or less, so one per round left its median at the mercy of the
     machine's noise). Before its timed work a backend waits until the
     previous one's thread pools have stopped spinning (:func:`_settle`) and
-    wakes its own (:func:`_wake`); neither is timed.
+    wakes its own (:func:`_wake`); neither is timed. Each row also gives
+    ``stolen_percent``: the hypervisor's steal time over that backend's timed
+    work (epochs, steps, predictions) as a share of all CPUs' time
+    (:func:`steal_ticks`; None where the system does not report it).
 
     Parameters
     ----------
@@ -301,6 +338,8 @@ def run_benchmark(
         step_times: dict[str, list[float]] = {b: [] for b in names}
         predict_times: dict[str, list[float]] = {b: [] for b in names}
         compile_s: dict[str, float] = {}
+        timed_s: dict[str, float] = {b: 0.0 for b in names}
+        stolen: dict[str, int | None] = {b: 0 for b in names}
         for name in names:
             say(f"{cfg.label}: compiling {name}")
             backend = get_backend(name)
@@ -328,6 +367,7 @@ def run_benchmark(
                 with backend.limit_threads(threads):
                     _wake(backend, model0, train_x, train_y, order, cfg.batch_size, lrs)
                     model, opt = model0.copy(), SGD(momentum)
+                    ticks0, start = steal_ticks(), time.perf_counter()
                     t0 = time.perf_counter()
                     backend.train_epoch(model, opt, train_x, train_y, order, cfg.batch_size, lrs)
                     epoch_times[name].append(time.perf_counter() - t0)
@@ -341,6 +381,12 @@ def run_benchmark(
                         t0 = time.perf_counter()
                         backend.predict_proba(model, test_x)
                         predict_times[name].append(time.perf_counter() - t0)
+                    timed_s[name] += time.perf_counter() - start
+                    ticks1 = steal_ticks()
+                    if ticks0 is None or ticks1 is None or stolen[name] is None:
+                        stolen[name] = None
+                    else:
+                        stolen[name] += ticks1 - ticks0
         base = baseline or names[0]
         base_rate = statistics.median(n / t for t in epoch_times[base])
         train_flops = train_flops_per_sample(sizes, cfg.batch_size)
@@ -366,6 +412,9 @@ def run_benchmark(
                     [len(test_x) / t for t in predict_times[name]]
                 ) * predict_flops_per_sample(sizes) / 1e9,
                 "compile_seconds": compile_s[name],
+                "stolen_percent": (None if stolen[name] is None else
+                                   stolen_percent(stolen[name], timed_s[name],
+                                                  os.cpu_count() or 1)),
                 "epoch_samples": n,
             })
     return result
@@ -377,7 +426,7 @@ def format_table(result: BenchResult) -> str:
     header = (
         f"{'config':<22} {'backend':<7} {'train samples/s (min-max)':>30} "
         f"{'x ' + base:>9} {'GFLOP/s':>8} {'%peak':>6} {'step ms':>8} "
-        f"{'predict/s':>10} {'compile s':>9}"
+        f"{'predict/s':>10} {'compile s':>9} {'stolen':>6}"
     )
     lines = [header, "-" * len(header)]
     for row in result.rows:
@@ -388,7 +437,7 @@ def format_table(result: BenchResult) -> str:
             f"{row['ratio']:>8.2f}x {row['gflops']:>8.2f} {row['percent_of_peak']:>5.1f}% "
             f"{1e3 * row['step_seconds']['median']:>8.3f} "
             f"{row['predict_samples_per_second']['median']:>10,.0f} "
-            f"{row['compile_seconds']:>9.2f}"
+            f"{row['compile_seconds']:>9.2f} {_percent(row.get('stolen_percent')):>6}"
         )
     m = result.machine
     lines.append("")
@@ -398,9 +447,19 @@ def format_table(result: BenchResult) -> str:
         f"transparent huge pages {m.get('huge_pages') or 'unavailable'}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     )
+    stolen = [r["stolen_percent"] for r in result.rows if r.get("stolen_percent") is not None]
+    if stolen and max(stolen) >= DISTURBED_PERCENT:
+        lines.append(
+            f"stolen: the hypervisor took {max(stolen):.0f}% of the CPUs' time during some "
+            f"backend's timed work; rows at {DISTURBED_PERCENT:.0f}% or more were measured on a "
+            "disturbed machine")
     for name, why in result.skipped.items():
         lines.append(f"skipped: {name} ({why})")
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
 
 
 def plot_result(result: BenchResult, path: str) -> None:
@@ -576,3 +635,4 @@ def format_time_to_accuracy(result: BenchResult) -> str:
     for name, why in result.skipped.items():
         lines.append(f"skipped: {name} ({why})")
     return "\n".join(lines)
+

@@ -12,6 +12,8 @@ from fastmnist.bench import (
     format_time_to_accuracy,
     predict_flops_per_sample,
     run_benchmark,
+    steal_ticks,
+    stolen_percent,
     time_to_accuracy,
     train_flops_per_sample,
 )
@@ -43,9 +45,54 @@ def test_run_benchmark_measures_every_backend_alike():
         t = row["train_samples_per_second"]
         assert t["min"] <= t["median"] <= t["max"] and t["min"] > 0
         assert row["gflops"] > 0 and row["compile_seconds"] >= 0
+        assert row["stolen_percent"] is None or 0 <= row["stolen_percent"] <= 100
     assert result.peak_gflops > 0 and result.machine["threads"] == 1
     json.dumps(result.to_dict())  # JSON-ready
     assert "784-16-10 b32" in format_table(result)
+
+
+def test_steal_ticks_reads_the_steal_column_and_gives_none_without_it(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  588 0 704 32336 45 0 7 19 0 0\ncpu0 203 0 281 16357 3 0 0 12 0 0\n")
+    assert steal_ticks(str(stat)) == 19
+    stat.write_text("cpu  588 0 704 32336\n")  # a kernel without the column
+    assert steal_ticks(str(stat)) is None
+    stat.write_text("intr 5 6 7 8 9 10 11 12 13\n")
+    assert steal_ticks(str(stat)) is None
+    assert steal_ticks(str(tmp_path / "missing")) is None
+
+
+def test_stolen_percent_is_a_share_of_all_cpus_time():
+    import os
+
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    # 10 ticks over 1 s of two CPUs' time whose total is 2 / tick ticks
+    assert stolen_percent(10, 1.0, 2) == pytest.approx(100 * 10 * tick / 2)
+    assert stolen_percent(0, 0.5, 2) == 0.0
+    assert stolen_percent(10**6, 0.01, 2) == 100.0  # coarse ticks: capped
+    assert stolen_percent(3, 0.0, 2) == 0.0
+
+
+def test_the_table_flags_rows_measured_while_the_hypervisor_took_the_cpus(monkeypatch):
+    import fastmnist.bench as bench
+
+    ticks = iter(range(0, 10**6, 50))  # 50 ticks stolen between any two readings
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": next(ticks))
+    result = run_benchmark(tiny_dataset(), backends=["numpy"],
+                           configs=[BenchConfig((8,), 64)], repeats=2, step_repeats=1)
+    assert result.rows[0]["stolen_percent"] > bench.DISTURBED_PERCENT
+    assert "disturbed machine" in format_table(result)
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": 7)  # none stolen
+    quiet = run_benchmark(tiny_dataset(), backends=["numpy"],
+                          configs=[BenchConfig((8,), 64)], repeats=2, step_repeats=1)
+    assert quiet.rows[0]["stolen_percent"] == 0.0
+    assert "disturbed" not in format_table(quiet)
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": None)  # not reported
+    unknown = run_benchmark(tiny_dataset(), backends=["numpy"],
+                            configs=[BenchConfig((8,), 64)], repeats=1, step_repeats=1)
+    assert unknown.rows[0]["stolen_percent"] is None
+    assert " n/a" in format_table(unknown)
 
 
 def test_each_round_times_predict_repeats_predictions(monkeypatch):
