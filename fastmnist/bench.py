@@ -57,6 +57,11 @@ class BenchConfig:
 #: epoch up to 1.5x slower (cores parked by the hypervisor, pools asleep).
 WAKE_SECONDS = 0.05
 
+#: Images of the untimed prediction that wakes a backend's pools before its
+#: timed ones: enough that the Numba backend's check for dense inputs sees
+#: what it sees on the whole test set, so the same pool wakes.
+PREDICT_WAKE_IMAGES = 256
+
 #: Steal share (percent of the CPUs' time) from which the table warns that a
 #: row was measured on a disturbed machine; quiet rows here read 0-2%.
 DISTURBED_PERCENT = 5.0
@@ -165,15 +170,53 @@ def stolen_percent(ticks: int, seconds: float, cpus: int) -> float:
     return min(100.0, 100.0 * ticks * tick / (seconds * max(cpus, 1)))
 
 
-def _cpu_model() -> str:
+class _StealMeter:
+    """Steal ticks and seconds of each backend's timed work, summed over its windows."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.ticks: dict[str, int | None] = {name: 0 for name in names}
+        self.seconds = {name: 0.0 for name in names}
+        self._ticks0: int | None = None
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._ticks0, self._t0 = steal_ticks(), time.perf_counter()
+
+    def stop(self, name: str) -> None:
+        self.seconds[name] += time.perf_counter() - self._t0
+        ticks1, before = steal_ticks(), self.ticks[name]
+        if self._ticks0 is None or ticks1 is None or before is None:
+            self.ticks[name] = None
+        else:
+            self.ticks[name] = before + ticks1 - self._ticks0
+
+    def percent(self, name: str) -> float | None:
+        ticks = self.ticks[name]
+        if ticks is None:
+            return None
+        return stolen_percent(ticks, self.seconds[name], os.cpu_count() or 1)
+
+
+def _cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The first CPU's model name with its family and model numbers.
+
+    A VM may name its CPU no more precisely than "AMD EPYC"; the numbers tell
+    the generations apart (family 25 is Zen 3, family 26 Zen 5).
+    """
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first CPU's block ends here
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def machine_record(threads: int | None) -> dict[str, Any]:
@@ -273,7 +316,10 @@ def run_benchmark(
     of an epoch or less, so one per round left its median at the mercy of the
     machine's noise). Before its timed work a backend waits until the
     previous one's thread pools have stopped spinning (:func:`_settle`) and
-    wakes its own (:func:`_wake`); neither is timed. Each row also gives
+    wakes its own (:func:`_wake`); before its timed predictions it idles
+    again, until the pools its training used have stopped spinning, and
+    predicts :data:`PREDICT_WAKE_IMAGES` images; none of that is timed. Each
+    row also gives
     ``stolen_percent``: the hypervisor's steal time over that backend's timed
     work (epochs, steps, predictions) as a share of all CPUs' time
     (:func:`steal_ticks`; None where the system does not report it).
@@ -338,8 +384,7 @@ def run_benchmark(
         step_times: dict[str, list[float]] = {b: [] for b in names}
         predict_times: dict[str, list[float]] = {b: [] for b in names}
         compile_s: dict[str, float] = {}
-        timed_s: dict[str, float] = {b: 0.0 for b in names}
-        stolen: dict[str, int | None] = {b: 0 for b in names}
+        meter = _StealMeter(names)
         for name in names:
             say(f"{cfg.label}: compiling {name}")
             backend = get_backend(name)
@@ -367,7 +412,7 @@ def run_benchmark(
                 with backend.limit_threads(threads):
                     _wake(backend, model0, train_x, train_y, order, cfg.batch_size, lrs)
                     model, opt = model0.copy(), SGD(momentum)
-                    ticks0, start = steal_ticks(), time.perf_counter()
+                    meter.start()
                     t0 = time.perf_counter()
                     backend.train_epoch(model, opt, train_x, train_y, order, cfg.batch_size, lrs)
                     epoch_times[name].append(time.perf_counter() - t0)
@@ -377,16 +422,19 @@ def run_benchmark(
                         backend.train_epoch(model, opt, train_x, train_y, one_step,
                                             cfg.batch_size, lrs[:1])
                         step_times[name].append(time.perf_counter() - t0)
+                    meter.stop(name)
+                    # Training may leave a pool spinning that prediction does not use
+                    # (Numba's OpenMP threads beside the BLAS that dense inputs go to:
+                    # BLAS ran 1.29x slower right after a Numba epoch, as fast 0.3 s
+                    # later), so predictions start from idle, woken like the epoch.
+                    _settle(backend)
+                    backend.predict_proba(model, test_x[:PREDICT_WAKE_IMAGES])
+                    meter.start()
                     for _ in range(predict_repeats):
                         t0 = time.perf_counter()
                         backend.predict_proba(model, test_x)
                         predict_times[name].append(time.perf_counter() - t0)
-                    timed_s[name] += time.perf_counter() - start
-                    ticks1 = steal_ticks()
-                    if ticks0 is None or ticks1 is None or stolen[name] is None:
-                        stolen[name] = None
-                    else:
-                        stolen[name] += ticks1 - ticks0
+                    meter.stop(name)
         base = baseline or names[0]
         base_rate = statistics.median(n / t for t in epoch_times[base])
         train_flops = train_flops_per_sample(sizes, cfg.batch_size)
@@ -412,9 +460,7 @@ def run_benchmark(
                     [len(test_x) / t for t in predict_times[name]]
                 ) * predict_flops_per_sample(sizes) / 1e9,
                 "compile_seconds": compile_s[name],
-                "stolen_percent": (None if stolen[name] is None else
-                                   stolen_percent(stolen[name], timed_s[name],
-                                                  os.cpu_count() or 1)),
+                "stolen_percent": meter.percent(name),
                 "epoch_samples": n,
             })
     return result

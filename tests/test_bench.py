@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fastmnist.bench import (
+    PREDICT_WAKE_IMAGES,
     BenchConfig,
     format_table,
     format_time_to_accuracy,
@@ -63,6 +64,19 @@ def test_steal_ticks_reads_the_steal_column_and_gives_none_without_it(tmp_path):
     assert steal_ticks(str(tmp_path / "missing")) is None
 
 
+def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
+    from fastmnist.bench import _cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n"
+                    "model\t\t: 2\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
+                    "cpu family\t: 25\nmodel\t\t: 1\nmodel name\t: other\n")
+    assert _cpu_model(str(info)) == "AMD EPYC (family 26, model 2)"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert _cpu_model(str(info)) == "Some CPU"
+    assert _cpu_model(str(tmp_path / "missing"))  # falls back to platform's name
+
+
 def test_stolen_percent_is_a_share_of_all_cpus_time():
     import os
 
@@ -96,18 +110,25 @@ def test_the_table_flags_rows_measured_while_the_hypervisor_took_the_cpus(monkey
 
 
 def test_each_round_times_predict_repeats_predictions(monkeypatch):
+    import fastmnist.bench as bench
     from fastmnist.backends.numpy_backend import NumpyBackend
 
     calls = []
     original = NumpyBackend.predict_proba
     monkeypatch.setattr(NumpyBackend, "predict_proba",
                         lambda self, model, x: calls.append(len(x)) or original(self, model, x))
+    settles = []
+    monkeypatch.setattr(bench, "_settle", lambda previous: settles.append(len(calls)))
     data = tiny_dataset()
     run_benchmark(data, backends=["numpy"], configs=[BenchConfig((8,), 64)], repeats=2,
                   step_repeats=1, predict_repeats=3)
     full = len(data.test.images)
-    # the burn-in's tiny and full predictions, then 2 rounds of 3 timed ones
-    assert calls == [8, full] + [full] * 6
+    wake = len(data.test.images[:PREDICT_WAKE_IMAGES])
+    # the burn-in's tiny and full predictions, then 2 rounds of an untimed wake-up
+    # and 3 timed ones
+    assert calls == [8, full] + ([wake] + [full] * 3) * 2
+    # each round idles before its epoch and again right before its wake-up prediction
+    assert settles == [2, 2, 6, 6]
     with pytest.raises(ConfigError, match="predict_repeats"):
         run_benchmark(data, backends=["numpy"], predict_repeats=0)
 
