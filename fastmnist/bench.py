@@ -319,10 +319,9 @@ def run_benchmark(
     wakes its own (:func:`_wake`); before its timed predictions it idles
     again, until the pools its training used have stopped spinning, and
     predicts :data:`PREDICT_WAKE_IMAGES` images; none of that is timed. Each
-    row also gives
-    ``stolen_percent``: the hypervisor's steal time over that backend's timed
-    work (epochs, steps, predictions) as a share of all CPUs' time
-    (:func:`steal_ticks`; None where the system does not report it).
+    row also gives ``stolen_percent``: the hypervisor's steal time over that
+    backend's timed work (epochs, steps, predictions) as a share of all CPUs'
+    time (:func:`steal_ticks`; None where the system does not report it).
 
     Parameters
     ----------
@@ -681,4 +680,3 @@ def format_time_to_accuracy(result: BenchResult) -> str:
     for name, why in result.skipped.items():
         lines.append(f"skipped: {name} ({why})")
     return "\n".join(lines)
-
