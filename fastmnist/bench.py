@@ -57,14 +57,19 @@ class BenchConfig:
 #: epoch up to 1.5x slower (cores parked by the hypervisor, pools asleep).
 WAKE_SECONDS = 0.05
 
-#: Images of the untimed prediction that wakes a backend's pools before its
-#: timed ones: enough that the Numba backend's check for dense inputs sees
-#: what it sees on the whole test set, so the same pool wakes.
-PREDICT_WAKE_IMAGES = 256
+#: Seconds a backend idles between its training and its timed predictions.
+#: Training may leave a pool spinning that prediction does not use: the Numba
+#: backend's OpenMP threads, beside the BLAS that it sends dense inputs to.
+#: Measured here, BLAS ran 1.29x slower right after a Numba epoch and 0.99x
+#: after 0.3 s.
+PREDICT_SETTLE_SECONDS = 0.3
 
-#: Steal share (percent of the CPUs' time) from which the table warns that a
-#: row was measured on a disturbed machine; quiet rows here read 0-2%.
+#: Steal share (percent of the CPUs' time) and ticks from which the table warns
+#: that a row was measured on a disturbed machine. Rows here read 0-1.7%; at
+#: 784-10-10 a row's timed work lasts about 50 ms, so one 10 ms tick alone
+#: reads 10% on two CPUs, hence the count as well.
 DISTURBED_PERCENT = 5.0
+DISTURBED_TICKS = 3
 
 
 def _settle(previous: Any) -> None:
@@ -76,6 +81,11 @@ def _settle(previous: Any) -> None:
     """
     if previous is not None:
         time.sleep(previous.spin_seconds)
+
+
+def _idle_before_predictions() -> None:
+    """Idle :data:`PREDICT_SETTLE_SECONDS` (see there)."""
+    time.sleep(PREDICT_SETTLE_SECONDS)
 
 
 def _wake(backend: Any, model: Model, train_x: np.ndarray, train_y: np.ndarray,
@@ -171,24 +181,30 @@ def stolen_percent(ticks: int, seconds: float, cpus: int) -> float:
 
 
 class _StealMeter:
-    """Steal ticks and seconds of each backend's timed work, summed over its windows."""
+    """Steal ticks and seconds of each backend's timed work, summed over its windows.
+
+    A window whose counter could not be read makes the backend's total unknown
+    (None) rather than an undercount.
+    """
 
     def __init__(self, names: Sequence[str]) -> None:
         self.ticks: dict[str, int | None] = {name: 0 for name in names}
         self.seconds = {name: 0.0 for name in names}
-        self._ticks0: int | None = None
-        self._t0 = 0.0
+        self._open: tuple[int | None, float] | None = None
 
     def start(self) -> None:
-        self._ticks0, self._t0 = steal_ticks(), time.perf_counter()
+        self._open = (steal_ticks(), time.perf_counter())
 
     def stop(self, name: str) -> None:
-        self.seconds[name] += time.perf_counter() - self._t0
+        if self._open is None:
+            raise RuntimeError("stop() without start()")
+        (ticks0, t0), self._open = self._open, None
+        self.seconds[name] += time.perf_counter() - t0
         ticks1, before = steal_ticks(), self.ticks[name]
-        if self._ticks0 is None or ticks1 is None or before is None:
+        if ticks0 is None or ticks1 is None or before is None:
             self.ticks[name] = None
         else:
-            self.ticks[name] = before + ticks1 - self._ticks0
+            self.ticks[name] = before + max(0, ticks1 - ticks0)  # never backwards
 
     def percent(self, name: str) -> float | None:
         ticks = self.ticks[name]
@@ -317,11 +333,11 @@ def run_benchmark(
     machine's noise). Before its timed work a backend waits until the
     previous one's thread pools have stopped spinning (:func:`_settle`) and
     wakes its own (:func:`_wake`); before its timed predictions it idles
-    again, until the pools its training used have stopped spinning, and
-    predicts :data:`PREDICT_WAKE_IMAGES` images; none of that is timed. Each
-    row also gives ``stolen_percent``: the hypervisor's steal time over that
-    backend's timed work (epochs, steps, predictions) as a share of all CPUs'
-    time (:func:`steal_ticks`; None where the system does not report it).
+    again (:data:`PREDICT_SETTLE_SECONDS`) and predicts the test set once;
+    none of that is timed. Each row also gives ``stolen_percent`` and
+    ``stolen_ticks``: the hypervisor's steal time over that backend's timed
+    work (epochs, steps, predictions), as a share of all CPUs' time and in
+    clock ticks (:func:`steal_ticks`; None where the system does not report it).
 
     Parameters
     ----------
@@ -422,12 +438,10 @@ def run_benchmark(
                                             cfg.batch_size, lrs[:1])
                         step_times[name].append(time.perf_counter() - t0)
                     meter.stop(name)
-                    # Training may leave a pool spinning that prediction does not use
-                    # (Numba's OpenMP threads beside the BLAS that dense inputs go to:
-                    # BLAS ran 1.29x slower right after a Numba epoch, as fast 0.3 s
-                    # later), so predictions start from idle, woken like the epoch.
-                    _settle(backend)
-                    backend.predict_proba(model, test_x[:PREDICT_WAKE_IMAGES])
+                    # Predictions start from idle and are woken by an untimed one,
+                    # as epochs are (see PREDICT_SETTLE_SECONDS).
+                    _idle_before_predictions()
+                    backend.predict_proba(model, test_x)
                     meter.start()
                     for _ in range(predict_repeats):
                         t0 = time.perf_counter()
@@ -460,6 +474,7 @@ def run_benchmark(
                 ) * predict_flops_per_sample(sizes) / 1e9,
                 "compile_seconds": compile_s[name],
                 "stolen_percent": meter.percent(name),
+                "stolen_ticks": meter.ticks[name],
                 "epoch_samples": n,
             })
     return result
@@ -492,19 +507,25 @@ def format_table(result: BenchResult) -> str:
         f"transparent huge pages {m.get('huge_pages') or 'unavailable'}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     )
-    stolen = [r["stolen_percent"] for r in result.rows if r.get("stolen_percent") is not None]
-    if stolen and max(stolen) >= DISTURBED_PERCENT:
+    disturbed = [r["stolen_percent"] for r in result.rows if _disturbed(r)]
+    if disturbed:
         lines.append(
-            f"stolen: the hypervisor took {max(stolen):.0f}% of the CPUs' time during some "
-            f"backend's timed work; rows at {DISTURBED_PERCENT:.0f}% or more were measured on a "
-            "disturbed machine")
+            f"stolen: the hypervisor took up to {max(disturbed):.1f}% of the CPUs' time during "
+            f"a backend's timed work; rows at {DISTURBED_PERCENT:.0f}% and "
+            f"{DISTURBED_TICKS} ticks or more were measured on a disturbed machine")
     for name, why in result.skipped.items():
         lines.append(f"skipped: {name} ({why})")
     return "\n".join(lines)
 
 
 def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}%"
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def _disturbed(row: dict[str, Any]) -> bool:
+    percent, ticks = row.get("stolen_percent"), row.get("stolen_ticks")
+    return (percent is not None and ticks is not None
+            and percent >= DISTURBED_PERCENT and ticks >= DISTURBED_TICKS)
 
 
 def plot_result(result: BenchResult, path: str) -> None:

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from fastmnist.bench import (
-    PREDICT_WAKE_IMAGES,
     BenchConfig,
     format_table,
     format_time_to_accuracy,
@@ -88,47 +87,94 @@ def test_stolen_percent_is_a_share_of_all_cpus_time():
     assert stolen_percent(3, 0.0, 2) == 0.0
 
 
-def test_the_table_flags_rows_measured_while_the_hypervisor_took_the_cpus(monkeypatch):
+@pytest.fixture
+def quick_bench(monkeypatch):
+    """The bench without its idle pauses and SGEMM measurement, on two CPUs."""
     import fastmnist.bench as bench
 
+    monkeypatch.setattr(bench, "_settle", lambda previous: None)
+    monkeypatch.setattr(bench, "_idle_before_predictions", lambda: None)
+    monkeypatch.setattr(bench, "measure_peak_gflops", lambda threads: 100.0)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    return bench
+
+
+def _one_row(repeats=2):
+    return run_benchmark(tiny_dataset(), backends=["numpy"], configs=[BenchConfig((8,), 64)],
+                         repeats=repeats, step_repeats=1)
+
+
+def test_the_table_flags_rows_measured_while_the_hypervisor_took_the_cpus(quick_bench,
+                                                                          monkeypatch):
+    bench = quick_bench
     ticks = iter(range(0, 10**6, 50))  # 50 ticks stolen between any two readings
     monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": next(ticks))
-    result = run_benchmark(tiny_dataset(), backends=["numpy"],
-                           configs=[BenchConfig((8,), 64)], repeats=2, step_repeats=1)
-    assert result.rows[0]["stolen_percent"] > bench.DISTURBED_PERCENT
+    result = _one_row()
+    row = result.rows[0]
+    assert row["stolen_ticks"] == 2 * 2 * 50  # two windows a round, two rounds
+    assert row["stolen_percent"] > bench.DISTURBED_PERCENT
     assert "disturbed machine" in format_table(result)
+
     monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": 7)  # none stolen
-    quiet = run_benchmark(tiny_dataset(), backends=["numpy"],
-                          configs=[BenchConfig((8,), 64)], repeats=2, step_repeats=1)
-    assert quiet.rows[0]["stolen_percent"] == 0.0
-    assert "disturbed" not in format_table(quiet)
+    quiet = _one_row()
+    assert quiet.rows[0]["stolen_percent"] == 0.0 and quiet.rows[0]["stolen_ticks"] == 0
+    assert "disturbed" not in format_table(quiet) and "0.0%" in format_table(quiet)
+
     monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": None)  # not reported
-    unknown = run_benchmark(tiny_dataset(), backends=["numpy"],
-                            configs=[BenchConfig((8,), 64)], repeats=1, step_repeats=1)
-    assert unknown.rows[0]["stolen_percent"] is None
+    unknown = _one_row(repeats=1)
+    assert unknown.rows[0]["stolen_percent"] is None and unknown.rows[0]["stolen_ticks"] is None
     assert " n/a" in format_table(unknown)
 
 
-def test_each_round_times_predict_repeats_predictions(monkeypatch):
-    import fastmnist.bench as bench
+def test_one_coarse_tick_is_not_called_a_disturbance(quick_bench, monkeypatch):
+    bench = quick_bench
+    ticks = iter(range(10**6))  # one tick per reading: a tick per window
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": next(ticks))
+    result = _one_row(repeats=1)
+    row = result.rows[0]
+    # two 10 ms ticks over a few ms of timed work: a large share, but too few ticks
+    assert row["stolen_ticks"] == 2 < bench.DISTURBED_TICKS
+    assert row["stolen_percent"] >= bench.DISTURBED_PERCENT
+    assert "disturbed" not in format_table(result)
+
+
+def test_a_counter_that_goes_backwards_counts_as_nothing_stolen(quick_bench, monkeypatch):
+    bench = quick_bench
+    ticks = iter(range(10**6, 0, -5))
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": next(ticks))
+    row = _one_row().rows[0]
+    assert row["stolen_ticks"] == 0 and row["stolen_percent"] == 0.0
+
+
+def test_a_window_without_a_reading_makes_the_row_unknown_not_an_undercount(quick_bench,
+                                                                            monkeypatch):
+    bench = quick_bench
+    readings = iter([0, 40, None, 90] + [100] * 100)  # the second window's start fails
+    monkeypatch.setattr(bench, "steal_ticks", lambda path="/proc/stat": next(readings))
+    row = _one_row(repeats=1).rows[0]
+    assert row["stolen_ticks"] is None and row["stolen_percent"] is None
+
+
+def test_each_round_times_predict_repeats_predictions(quick_bench, monkeypatch):
     from fastmnist.backends.numpy_backend import NumpyBackend
 
-    calls = []
+    bench = quick_bench
+    events = []
     original = NumpyBackend.predict_proba
     monkeypatch.setattr(NumpyBackend, "predict_proba",
-                        lambda self, model, x: calls.append(len(x)) or original(self, model, x))
-    settles = []
-    monkeypatch.setattr(bench, "_settle", lambda previous: settles.append(len(calls)))
+                        lambda self, model, x: events.append(len(x)) or original(self, model, x))
+    monkeypatch.setattr(bench, "_idle_before_predictions", lambda: events.append("idle"))
+    monkeypatch.setattr(bench, "steal_ticks",
+                        lambda path="/proc/stat": events.append("tick") or 0)
     data = tiny_dataset()
     run_benchmark(data, backends=["numpy"], configs=[BenchConfig((8,), 64)], repeats=2,
                   step_repeats=1, predict_repeats=3)
     full = len(data.test.images)
-    wake = len(data.test.images[:PREDICT_WAKE_IMAGES])
-    # the burn-in's tiny and full predictions, then 2 rounds of an untimed wake-up
-    # and 3 timed ones
-    assert calls == [8, full] + ([wake] + [full] * 3) * 2
-    # each round idles before its epoch and again right before its wake-up prediction
-    assert settles == [2, 2, 6, 6]
+    # the burn-in's tiny and full predictions; then each round: the steal meter
+    # around the epoch and steps, an idle pause and an untimed prediction outside
+    # it, then the meter around 3 timed predictions
+    one_round = ["tick", "tick", "idle", full, "tick", full, full, full, "tick"]
+    assert events == [8, full] + one_round * 2
     with pytest.raises(ConfigError, match="predict_repeats"):
         run_benchmark(data, backends=["numpy"], predict_repeats=0)
 
