@@ -65,9 +65,9 @@ WAKE_SECONDS = 0.05
 PREDICT_SETTLE_SECONDS = 0.3
 
 #: Steal share (percent of the CPUs' time) and ticks from which the table warns
-#: that a row was measured on a disturbed machine. Rows here read 0-1.7%; at
-#: 784-10-10 a row's timed work lasts about 50 ms, so one 10 ms tick alone
-#: reads 10% on two CPUs, hence the count as well.
+#: that a row was measured on a disturbed machine. Rows here read 0-1.7%; the
+#: Numba backend's 784-10-10 rows time about 50 ms of work, so one 10 ms tick
+#: alone reads 10% on two CPUs, hence the count as well.
 DISTURBED_PERCENT = 5.0
 DISTURBED_TICKS = 3
 
